@@ -1,0 +1,72 @@
+"""The one module that owns coordinate conversions.
+
+Convention everywhere: points are (x, y) = (column, row), x right, y down, origin top-left,
+pixel centres at integer coordinates. Resizing follows the half-pixel-centre rule that
+cv2.resize uses, so a point maps between two sizes as  x' = (x + 0.5) * s - 0.5.
+
+Frames pass through three spaces:
+  decoded  - as stored in the video stream (before display rotation)
+  upright  - after the display rotation; crop boxes live here (x0, y0, w, h, integers)
+  stored   - the crop resized to the dataset resolution; drag points live here
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def rotate_frame(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """Decoded -> upright. `rotation` is the clockwise turn (0/90/180/270) a player applies."""
+    k = {0: 0, 90: -1, 180: 2, 270: 1}[rotation % 360]
+    return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
+
+
+def rotate_points(pts: np.ndarray, rotation: int, decoded_w: int, decoded_h: int) -> np.ndarray:
+    """Decoded -> upright for points of a frame of size decoded_w x decoded_h."""
+    pts = np.asarray(pts, dtype=np.float64)
+    x, y = pts[..., 0], pts[..., 1]
+    r = rotation % 360
+    if r == 0:
+        out = (x, y)
+    elif r == 90:
+        out = (decoded_h - 1 - y, x)
+    elif r == 180:
+        out = (decoded_w - 1 - x, decoded_h - 1 - y)
+    elif r == 270:
+        out = (y, decoded_w - 1 - x)
+    else:
+        raise ValueError(f"rotation must be a multiple of 90, got {rotation}")
+    return np.stack(out, axis=-1)
+
+
+def upright_size(decoded_w: int, decoded_h: int, rotation: int) -> tuple[int, int]:
+    return (decoded_h, decoded_w) if rotation % 180 == 90 else (decoded_w, decoded_h)
+
+
+def scale_points(pts: np.ndarray, from_size: tuple, to_size: tuple) -> np.ndarray:
+    """Points of an image of size from_size=(w, h) to the same image resized to to_size."""
+    pts = np.asarray(pts, dtype=np.float64)
+    s = np.array([to_size[0] / from_size[0], to_size[1] / from_size[1]])
+    return (pts + 0.5) * s - 0.5
+
+
+def upright_to_stored(pts: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarray:
+    x0, y0, w, h = crop_box
+    return scale_points(np.asarray(pts, dtype=np.float64) - (x0, y0), (w, h), out_size)
+
+
+def stored_to_upright(pts: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarray:
+    x0, y0, w, h = crop_box
+    return scale_points(pts, out_size, (w, h)) + (x0, y0)
+
+
+def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarray:
+    """Upright frame -> stored image. crop_box is (x0, y0, w, h) in integer pixels."""
+    x0, y0, w, h = (int(v) for v in crop_box)
+    if x0 < 0 or y0 < 0 or w <= 0 or h <= 0 or x0 + w > frame.shape[1] or y0 + h > frame.shape[0]:
+        raise ValueError(f"crop box {crop_box} outside frame {frame.shape[1]}x{frame.shape[0]}")
+    crop = frame[y0:y0 + h, x0:x0 + w]
+    if (w, h) == tuple(out_size):
+        return np.ascontiguousarray(crop)
+    interp = cv2.INTER_AREA if w >= out_size[0] else cv2.INTER_LINEAR
+    return cv2.resize(crop, tuple(out_size), interpolation=interp)

@@ -1,0 +1,72 @@
+"""Read shards back and check every sample (and its manifest) against the v1 contract.
+
+    python -m schemas.validate OUTPUT_DIR_OR_TAR [...]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tarfile
+
+import pyarrow.parquet as pq
+
+from schemas.sample import DragSample, SampleError, decode_sample
+
+
+def read_shard(path: str) -> list[DragSample]:
+    """All samples of a tar shard, in file order, each decoded and validated."""
+    groups: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                raise SampleError(f"{path}: non-file member {member.name!r}")
+            name = member.name
+            if "/" in name or name.startswith("."):
+                raise SampleError(f"{path}: member name {name!r} is not a flat sample member")
+            key, _, ext = name.partition(".")
+            groups.setdefault(key, {"__key__": key})[ext] = tar.extractfile(member).read()
+    return [decode_sample(members) for members in groups.values()]
+
+
+def validate_shard(path: str) -> int:
+    """Validate a shard and, if present, its pair manifest; return the sample count."""
+    samples = read_shard(path)
+    keys = [s.key for s in samples]
+    if len(set(keys)) != len(keys):
+        raise SampleError(f"{path}: duplicate keys")
+    manifest = path[: -len(".tar")] + ".pairs.parquet"
+    if os.path.exists(manifest):
+        rows = {r["key"]: r for r in pq.read_table(manifest).to_pylist()}
+        if set(rows) != set(keys):
+            raise SampleError(f"{path}: manifest keys differ from shard keys")
+        for s in samples:
+            row = rows[s.key]
+            diff = [k for k, v in s.meta.items() if row.get(k) != v]
+            if diff:
+                raise SampleError(f"{s.key}: meta.json differs from manifest in {diff}")
+    return len(samples)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="shard .tar files or directories holding them")
+    args = ap.parse_args(argv)
+    shards = []
+    for p in args.paths:
+        shards += sorted(glob.glob(os.path.join(p, "*.tar"))) if os.path.isdir(p) else [p]
+    total, bad = 0, 0
+    for shard in shards:
+        try:
+            n = validate_shard(shard)
+            total += n
+        except (SampleError, OSError, tarfile.TarError) as e:
+            bad += 1
+            print(f"INVALID {shard}: {e}", file=sys.stderr)
+    print(f"{len(shards)} shards, {total} samples valid, {bad} shards invalid")
+    return 1 if bad or not shards else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
