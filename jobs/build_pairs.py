@@ -1,0 +1,58 @@
+"""Build a WebDataset of drag-editing pairs from videos, on Ray.
+
+  python -m jobs.build_pairs --input VIDEOS [VIDEOS ...] --output DIR [--config YAML]
+                             [--set section.key=value ...] [--ray-address ADDR]
+
+VIDEOS are directories (searched recursively), globs, files or .tar shards of videos, local or
+fsspec URLs. Without --ray-address (and without RAY_ADDRESS set) a local Ray is started.
+Rerunning into the same --output resumes: finished shards are kept, new inputs are added as
+new shards. Exit status: 0 when every unit was written (inputs that fail or are filtered get
+manifest rows, they do not fail the job), 1 when a unit failed after retries, 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pipeline.config import ConfigError, load_config
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.build_pairs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", nargs="+", required=True, metavar="VIDEOS")
+    ap.add_argument("--output", required=True, help="output directory (local path or URL)")
+    ap.add_argument("--config", help="YAML config (see configs/pairs-default.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config value, e.g. --set output.resolution=512")
+    ap.add_argument("--ray-address", help="join this Ray cluster instead of starting one")
+    ap.add_argument("--no-report", action="store_true", help="skip the report")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from pipeline.report import format_counts, write_report
+    from pipeline.run import build
+
+    try:
+        cfg = load_config(args.config, args.set)
+        stats = build(args.input, args.output, cfg, ray_address=args.ray_address)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_stats = stats.as_dict()
+    print("run: " + json.dumps(run_stats), file=sys.stderr)
+    if not args.no_report:
+        report = write_report(args.output, run_stats)
+        print(format_counts(report))
+        print(f"report: {args.output}/report/index.md")
+    if stats.units_failed:
+        print(f"error: {len(stats.units_failed)} unit(s) failed: {stats.units_failed}; "
+              "rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

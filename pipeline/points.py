@@ -1,0 +1,55 @@
+"""Choose handle/target pairs from tracks and build the editable-region mask."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Drag:
+    handle: np.ndarray      # (n, 2) x/y at t0, stored pixels
+    target: np.ndarray      # (n, 2) x/y at t1
+    mask: np.ndarray        # (H, W) uint8 0/255
+    pair_motion: float      # median handle displacement
+    visibility: float       # fraction of query points visible in every frame
+
+
+def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], cfg,
+                grid_size: int, rng: np.random.Generator) -> Drag | None:
+    """tracks (T, N, 2), visible (T, N) for one clip; None when nothing trackable moves.
+
+    Handles are drawn without replacement among tracks that stay visible and move at least
+    `min_motion_px`, with probability proportional to their displacement; targets are their
+    tracked positions in the last frame. The mask is the union of discs around every moving
+    track's start and end, closed and dilated, so it covers every handle and target.
+    """
+    w, h = size
+    always = visible.all(axis=0)
+    displacement = np.linalg.norm(tracks[-1] - tracks[0], axis=1)
+    moving = np.flatnonzero(always & (displacement >= cfg.min_motion_px))
+    visibility = float(always.mean())
+    if len(moving) == 0 or visibility < cfg.min_visible:
+        return None
+    count = int(rng.integers(1, min(cfg.max_points, len(moving)) + 1))
+    weights = displacement[moving] / displacement[moving].sum()
+    chosen = np.sort(rng.choice(moving, size=count, replace=False, p=weights))
+    handle, target = tracks[0, chosen], tracks[-1, chosen]
+
+    cell = max(w, h) / grid_size
+    radius = max(2, int(np.ceil(cell * 0.75)))
+    mask = np.zeros((h, w), np.uint8)
+    for x, y in np.concatenate([tracks[0, moving], tracks[-1, moving]]):
+        cv2.circle(mask, (int(round(x)), int(round(y))), radius, 255, thickness=-1)
+    close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close)
+    if cfg.mask_dilate_px > 0:
+        k = 2 * cfg.mask_dilate_px + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    # Round in [0, W-1] x [0, H-1]: tracked points can sit a hair outside after rounding.
+    handle = np.clip(handle, 0, [w - 1, h - 1])
+    target = np.clip(target, 0, [w - 1, h - 1])
+    return Drag(handle=handle.astype(np.float64), target=target.astype(np.float64),
+                mask=mask, pair_motion=float(np.median(displacement[chosen])),
+                visibility=visibility)

@@ -1,0 +1,209 @@
+"""The Ray driver: plan, then stream units through prepare (CPU tasks) -> track (actor pool,
+GPU when configured, batched per unit) -> finish+write (CPU tasks), with a bounded number of
+units in flight.
+
+Tasks retry on worker death (`ray.max_retries`) and actors restart; every stage is a
+deterministic function of its unit, and shards are published atomically, so a retried or
+resumed unit writes exactly the bytes an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import fsspec
+
+from pipeline import plan as planning
+from pipeline.config import ConfigError, PipelineConfig, from_dict
+from pipeline.writer import unit_complete
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass
+class RunStats:
+    units_total: int = 0
+    units_skipped: int = 0
+    units_done: int = 0
+    units_failed: list = field(default_factory=list)
+    videos: int = 0
+    pairs: int = 0
+    decoded_frames: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        rate = lambda n: round(n / self.wall_s, 3) if self.wall_s else None
+        return dict(units_total=self.units_total, units_skipped=self.units_skipped,
+                    units_done=self.units_done, units_failed=len(self.units_failed),
+                    videos=self.videos, pairs=self.pairs, wall_s=round(self.wall_s, 2),
+                    videos_per_s=rate(self.videos), pairs_per_s=rate(self.pairs),
+                    decoded_frames=self.decoded_frames,
+                    decoded_frames_per_pair=round(self.decoded_frames / self.pairs, 2)
+                    if self.pairs else None,
+                    driver_peak_rss_mb=round(
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def check_config(output_dir: str, cfg: PipelineConfig) -> None:
+    """Write <output>/config.yaml, or check a rerun uses the config the output was built with."""
+    fs, root = fsspec.core.url_to_fs(output_dir)
+    path = f"{root}/config.yaml"
+    fs.makedirs(root, exist_ok=True)
+    if fs.exists(path):
+        import yaml
+        with fs.open(path, "r") as f:
+            previous = from_dict(yaml.safe_load(f))
+        if previous.to_dict() != cfg.to_dict():
+            raise ConfigError(f"{output_dir} was built with a different config ({path}); "
+                              "write to a new --output, or rerun with that config")
+        return
+    with fs.open(path, "w") as f:
+        f.write(cfg.to_yaml())
+
+
+# --- Ray remote functions (defined lazily so importing this module does not need Ray) -------
+
+def _remote_stages(cfg: PipelineConfig):
+    import ray
+
+    @ray.remote(num_cpus=cfg.ray.task_cpus, max_retries=cfg.ray.max_retries)
+    def prepare(unit, cfg):
+        from pipeline.stages import prepare_unit
+        return prepare_unit(unit, cfg, _runner(cfg))
+
+    @ray.remote(num_cpus=cfg.ray.task_cpus, max_retries=cfg.ray.max_retries)
+    def finish(unit, prepared, tracked, cfg, output_dir):
+        from pipeline.stages import finish_unit
+        return finish_unit(unit, prepared, tracked, cfg, output_dir)
+
+    @ray.remote(num_cpus=cfg.track.num_cpus, num_gpus=cfg.track.num_gpus, max_restarts=-1,
+                max_task_retries=cfg.ray.max_retries)
+    class TrackerActor:
+        def __init__(self, track_cfg):
+            from pipeline.tracking import make_tracker
+            self.tracker = make_tracker(track_cfg)
+            self.grid_size = track_cfg.grid_size
+
+        def track(self, prepared):
+            from pipeline.stages import track_clips, unit_clips
+            clips = unit_clips(prepared)
+            tracks, visible = track_clips(self.tracker, clips, self.grid_size)
+            return tracks, visible, self.tracker.name, self.tracker.version
+
+    return prepare, finish, TrackerActor
+
+
+_RUNNER = None
+
+
+def _runner(cfg):
+    """One isolated decoder process per Ray worker process, reused across tasks."""
+    global _RUNNER
+    if _RUNNER is None:
+        from pipeline.isolate import IsolatedRunner
+        _RUNNER = IsolatedRunner(cfg.decode.timeout_s)
+    return _RUNNER
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    # The job's own code must reach workers on any cluster; jobs submitted with a
+    # runtime_env working_dir already have it, local runs get it from this checkout.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(runtime_env=env, include_dashboard=False, log_to_driver=True)
+
+
+def build(inputs: list[str], output_dir: str, cfg: PipelineConfig,
+          ray_address: str | None = None, progress=None) -> RunStats:
+    """Run the pipeline; returns the run's statistics. Starts or joins Ray."""
+    import ray
+
+    progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    start = time.time()
+    check_config(output_dir, cfg)
+    uris = planning.resolve_inputs(inputs)
+    if not uris:
+        raise FileNotFoundError(f"no inputs found in {inputs}")
+    units = planning.update_plan(output_dir, uris, cfg.output.videos_per_unit)
+    todo = [u for u in units if not unit_complete(output_dir, u.name)]
+    stats = RunStats(units_total=len(units), units_skipped=len(units) - len(todo))
+    progress(f"plan: {len(uris)} inputs in {len(units)} units; {stats.units_skipped} already "
+             f"complete, {len(todo)} to do")
+    if todo:
+        if not ray.is_initialized():
+            init_ray(ray_address)
+        _drive(todo, output_dir, cfg, stats, progress)
+    stats.wall_s = time.time() - start
+    return stats
+
+
+def _drive(todo, output_dir, cfg, stats, progress) -> None:
+    import ray
+
+    prepare, finish, TrackerActor = _remote_stages(cfg)
+    actors = [TrackerActor.remote(cfg.track) for _ in range(cfg.track.num_actors)]
+    busy = {i: 0 for i in range(len(actors))}
+    pending = list(todo)
+    inflight: dict = {}   # ref -> (stage, unit, prepared_ref, actor index)
+    start = time.time()
+
+    def submit_prepare():
+        unit = pending.pop(0)
+        ref = prepare.remote(unit, cfg)
+        inflight[ref] = ("prepare", unit, ref, None)
+
+    while pending or inflight:
+        while pending and len(inflight) < cfg.ray.max_units_in_flight:
+            submit_prepare()
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        ref = ready[0]
+        stage, unit, prepared_ref, actor_index = inflight.pop(ref)
+        try:
+            if stage == "prepare":
+                prepared = ray.get(ref)
+                if any(v.pairs for v in prepared):
+                    i = min(busy, key=busy.get)
+                    busy[i] += 1
+                    inflight[actors[i].track.remote(prepared_ref)] = ("track", unit, ref, i)
+                else:
+                    inflight[finish.remote(unit, ref, None, cfg, output_dir)] = (
+                        "finish", unit, ref, None)
+            elif stage == "track":
+                busy[actor_index] -= 1
+                ray.get(ref)  # surface tracker errors here, with the unit named
+                inflight[finish.remote(unit, prepared_ref, ref, cfg, output_dir)] = (
+                    "finish", unit, prepared_ref, None)
+            else:
+                rows = ray.get(ref)
+                _account(stats, rows)
+                elapsed = time.time() - start
+                progress(f"[{stats.units_done}/{len(todo)} units] {unit.name}: "
+                         f"{stats.videos} videos, {stats.pairs} pairs, "
+                         f"{stats.videos / elapsed:.2f} videos/s, "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(stats.statuses.items())))
+        except Exception as e:  # noqa: BLE001 - a unit that fails after retries is reported
+            stats.units_failed.append(unit.name)
+            log.error("unit %s failed in %s after retries: %s", unit.name, stage, e)
+            progress(f"ERROR: unit {unit.name} failed in {stage}: {type(e).__name__}: {e}")
+
+
+def _account(stats: RunStats, rows: list[dict]) -> None:
+    stats.units_done += 1
+    for r in rows:
+        stats.videos += 1
+        stats.pairs += r["num_pairs"]
+        stats.decoded_frames += r["decoded_frames"] or 0
+        status = r["status"]
+        stats.statuses[status.split(":")[0] if status.startswith("failed") else status] += 1
