@@ -1,0 +1,43 @@
+"""Config loading: defaults file, overrides, and every kind of bad value."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, PipelineConfig, from_dict, load_config
+from tests.conftest import REPO
+
+
+def test_default_yaml_is_the_defaults():
+    assert load_config(str(REPO / "configs" / "pairs-default.yaml")) == PipelineConfig()
+
+
+def test_example_configs_load():
+    for path in (REPO / "configs").glob("pairs-*.yaml"):
+        load_config(str(path))
+
+
+def test_yaml_round_trip():
+    cfg = load_config(None, ["output.resolution=512", "sample.gap_s=[0.5, 2]"])
+    assert cfg.output.resolution == 512 and cfg.sample.gap_s == (0.5, 2)
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"outptu": {}}, r"unknown config key\(s\) outptu"),
+    ({"output": {"resoluton": 3}}, r"unknown config key\(s\) output.resoluton"),
+    ({"output": {"resolution": "big"}}, "output.resolution: expected int, got 'big'"),
+    ({"output": 5}, "output.: expected a mapping"),
+    ({"output": {"resolution": 8}}, "output.resolution: 16..4096"),
+    ({"track": {"backend": "raft"}}, "track.backend: builtin|cotracker"),
+    ({"sample": {"gap_s": [2, 1]}}, "sample.gap_s"),
+    ({"output": {"image_format": "webp"}}, "output.image_format: jpg|png"),
+])
+def test_bad_config(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(data)
+
+
+def test_bad_override():
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(None, ["output.resolution"])
