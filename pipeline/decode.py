@@ -91,16 +91,15 @@ class FrameReader:
     def __init__(self, path: str, info: VideoInfo, size: tuple[int, int] | None = None,
                  backend: str = "auto"):
         self.path, self.info, self.backend = path, info, backend
-        w, h = size or info.upright_size
-        # decoders work in stream orientation; swap for 90/270 rotations
-        self.stream_size = (h, w) if info.rotation % 180 == 90 else (w, h)
+        self.size = size or info.upright_size
         self.decoded_frames = 0
         self._decord = None
         if backend in ("auto", "decord"):
             try:
                 import decord
-                self._decord = decord.VideoReader(
-                    path, width=self.stream_size[0], height=self.stream_size[1], num_threads=1)
+                # decord applies the display rotation itself and takes the upright size.
+                self._decord = decord.VideoReader(path, width=self.size[0], height=self.size[1],
+                                                  num_threads=1)
                 self.num_frames = len(self._decord)
             except Exception as e:  # decord raises its own DECORDError and RuntimeError
                 if backend == "decord":
@@ -114,17 +113,17 @@ class FrameReader:
         wanted = sorted(set(int(i) for i in indices))
         if not wanted:
             return []
-        frames = None
         if self._decord is not None:
             try:
                 batch = self._decord.get_batch(wanted).asnumpy()
                 frames = dict(zip(wanted, batch))
+                self.decoded_frames += len(wanted)
+                return [frames[int(i)] for i in indices]
             except Exception as e:
                 if self.backend == "decord":
                     raise DecodeError(f"decord: {e}") from e
                 self._decord = None  # fall back to PyAV for this and later reads
-        if frames is None:
-            frames = self._get_pyav(wanted)
+        frames = self._get_pyav(wanted)
         self.decoded_frames += len(wanted)
         return [coords.rotate_frame(frames[int(i)], self.info.rotation) for i in indices]
 
@@ -132,14 +131,17 @@ class FrameReader:
         import av
 
         need, out = set(wanted), {}
+        # PyAV decodes in stream orientation: swap the size for 90/270 and rotate after.
+        w, h = self.size
+        stream_w, stream_h = (h, w) if self.info.rotation % 180 == 90 else (w, h)
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
                     if i in need:
-                        out[i] = frame.to_ndarray(format="rgb24", width=self.stream_size[0],
-                                                  height=self.stream_size[1])
+                        out[i] = frame.to_ndarray(format="rgb24", width=stream_w,
+                                                  height=stream_h)
                         if len(out) == len(need):
                             break
         except av.error.FFmpegError as e:

@@ -22,7 +22,9 @@ def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], 
 
     Handles are drawn without replacement among tracks that stay visible and move at least
     `min_motion_px`, with probability proportional to their displacement; targets are their
-    tracked positions in the last frame. The mask is the union of discs around every moving
+    tracked positions in the last frame. Tracks at the edge of the moving region (a grid
+    neighbour does not move) are used only when there is no interior: an edge track may sit
+    on the background beside the object, or mix the two motions. The mask is the union of discs around every moving
     track's start and end, closed and dilated, so it covers every handle and target.
     """
     w, h = size
@@ -32,9 +34,12 @@ def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], 
     visibility = float(always.mean())
     if len(moving) == 0 or visibility < cfg.min_visible:
         return None
-    count = int(rng.integers(1, min(cfg.max_points, len(moving)) + 1))
-    weights = displacement[moving] / displacement[moving].sum()
-    chosen = np.sort(rng.choice(moving, size=count, replace=False, p=weights))
+    candidates = _interior(moving, grid_size)
+    if len(candidates) == 0:
+        candidates = moving
+    count = int(rng.integers(1, min(cfg.max_points, len(candidates)) + 1))
+    weights = displacement[candidates] / displacement[candidates].sum()
+    chosen = np.sort(rng.choice(candidates, size=count, replace=False, p=weights))
     handle, target = tracks[0, chosen], tracks[-1, chosen]
 
     cell = max(w, h) / grid_size
@@ -53,3 +58,13 @@ def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], 
     return Drag(handle=handle.astype(np.float64), target=target.astype(np.float64),
                 mask=mask, pair_motion=float(np.median(displacement[chosen])),
                 visibility=visibility)
+
+
+def _interior(moving: np.ndarray, grid_size: int) -> np.ndarray:
+    """Indices of moving grid tracks whose four grid neighbours all move too (queries are
+    laid out row-major, as `pipeline.tracking.grid_queries` makes them)."""
+    grid = np.zeros(grid_size * grid_size, bool)
+    grid[moving] = True
+    grid = np.pad(grid.reshape(grid_size, grid_size), 1)
+    inner = grid[1:-1, 1:-1] & grid[:-2, 1:-1] & grid[2:, 1:-1] & grid[1:-1, :-2] & grid[1:-1, 2:]
+    return np.flatnonzero(inner.ravel())

@@ -104,6 +104,7 @@ def finish_unit(unit: plan.Unit, prepared: list[PreparedVideo], tracked, cfg,
             offset += n
         else:
             row, video_samples = dict(video.row), []
+        row["shard"] = f"{unit.name}.tar" if video_samples else None
         rows.append(row)
         samples += video_samples
     write_unit(output_dir, unit.name, samples, rows, cfg.output.image_format)

@@ -60,6 +60,4 @@ def write_unit(output_dir: str, name: str, samples: list[DragSample], video_rows
         _publish(fs, tar, tar_bytes(samples, image_format))
     rows = [s.meta for s in sorted(samples, key=lambda s: s.key)]
     _publish(fs, pairs, _parquet_bytes(pair_table(rows, f"{name}.tar")))
-    shard = f"{name}.tar" if samples else None
-    _publish(fs, videos, _parquet_bytes(video_table(
-        [{**r, "shard": shard if r["num_pairs"] else None} for r in video_rows])))
+    _publish(fs, videos, _parquet_bytes(video_table(video_rows)))
