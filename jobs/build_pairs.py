@@ -46,7 +46,6 @@ def main(argv=None) -> int:
     if not args.no_report:
         report = write_report(args.output, run_stats)
         print(format_counts(report))
-        print(f"report: {args.output}/report/index.md")
     if stats.units_failed:
         print(f"error: {len(stats.units_failed)} unit(s) failed: {stats.units_failed}; "
               "rerun the same command to retry them", file=sys.stderr)

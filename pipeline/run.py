@@ -111,18 +111,22 @@ def _runner(cfg):
     return _RUNNER
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> str:
+    """Join `address` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a private
+    local Ray; never silently attach to some other local cluster. Returns what was used."""
     import ray
 
-    # The job's own code must reach workers on any cluster; jobs submitted with a
-    # runtime_env working_dir already have it, local runs get it from this checkout.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p)}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    import pipeline
+    import schemas
+
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    # Workers on any node import our packages from the runtime env, not from this checkout.
+    env = {"py_modules": [pipeline, schemas]}
+    if target == "local":
+        ray.init(address="local", runtime_env=env, include_dashboard=False)
     else:
-        ray.init(runtime_env=env, include_dashboard=False, log_to_driver=True)
+        ray.init(address=target, runtime_env=env)
+    return target
 
 
 def build(inputs: list[str], output_dir: str, cfg: PipelineConfig,
@@ -143,7 +147,9 @@ def build(inputs: list[str], output_dir: str, cfg: PipelineConfig,
              f"complete, {len(todo)} to do")
     if todo:
         if not ray.is_initialized():
-            init_ray(ray_address)
+            used = init_ray(ray_address)
+            progress(f"ray: {'started a local cluster' if used == 'local' else 'joined ' + used}"
+                     f" with {ray.cluster_resources().get('CPU', 0):g} CPUs")
         _drive(todo, output_dir, cfg, stats, progress)
     stats.wall_s = time.time() - start
     return stats
@@ -189,7 +195,7 @@ def _drive(todo, output_dir, cfg, stats, progress) -> None:
                 rows = ray.get(ref)
                 _account(stats, rows)
                 elapsed = time.time() - start
-                progress(f"[{stats.units_done}/{len(todo)} units] {unit.name}: "
+                progress(f"[{stats.units_done}/{len(todo)} units] {unit.name} done; so far "
                          f"{stats.videos} videos, {stats.pairs} pairs, "
                          f"{stats.videos / elapsed:.2f} videos/s, "
                          + ", ".join(f"{k} {v}" for k, v in sorted(stats.statuses.items())))
