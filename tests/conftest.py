@@ -17,17 +17,25 @@ if VENDOR.is_dir() and str(VENDOR) not in sys.path:
     sys.path.insert(0, str(VENDOR))
 
 
+def require_cotracker() -> None:
+    """The CoTracker backend is part of the product: its tests fail, never skip, without it."""
+    try:
+        import cotracker  # noqa: F401
+    except ImportError:
+        pytest.fail("official CoTracker code missing: run `make vendor-cotracker` "
+                    "(`make test` does it)")
+
+
 @pytest.fixture(scope="session")
 def cotracker_checkpoint(tmp_path_factory) -> str:
     """Path of a CoTracker3 offline state dict with random (seeded) weights.
 
     Good for plumbing tests only: random weights cannot track.
     """
-    try:
-        import torch
-        from cotracker.predictor import CoTrackerPredictor
-    except ImportError:
-        pytest.skip("official CoTracker code missing: run `make vendor-cotracker`")
+    require_cotracker()
+    import torch
+    from cotracker.predictor import CoTrackerPredictor
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         predictor = CoTrackerPredictor(checkpoint=None, offline=True, window_len=60)

@@ -202,3 +202,37 @@ def test_bad_usage_exits_2(tmp_path, inputs):
     assert code == 2 and "was built with a different config" in log
     code, log = run_job("--output", str(tmp_path / "o4"))
     assert code == 2 and "--input" in log
+
+
+def worker_pids(task_name):
+    """PIDs of Ray workers currently running `task_name` (Ray sets the process title)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f"ray::{task_name}".encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_killed_worker_is_retried_and_output_is_exact(reference, inputs, tmp_path):
+    root, bad = inputs
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "jobs.build_pairs", "--input", str(root / "clips"),
+            *map(str, bad), "--output", str(out), *CONFIG]
+    proc = subprocess.Popen(args, cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    killed = []
+    deadline = time.time() + 240
+    while not killed and proc.poll() is None and time.time() < deadline:
+        for pid in worker_pids("prepare"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.02)
+    log, _ = proc.communicate(timeout=300)
+    assert killed, "no prepare task was seen running"
+    assert proc.returncode == 0, log
+    assert_same_dataset(reference[0], out)

@@ -160,3 +160,21 @@ def test_rotated_video_points_are_upright(tmp_path, runner, backend, rotation):
         assert (s.meta["video_width"], s.meta["video_height"]) == (320, 240)
         _, _, truth = stored_truth(s)
         assert np.median(np.linalg.norm(truth - s.target_points, axis=1)) <= 1.0
+
+
+@pytest.mark.slow
+def test_pipeline_runs_the_official_cotracker_backend(tmp_path, runner, cotracker_checkpoint):
+    """The real CoTracker code path end to end (random weights: plumbing, not accuracy)."""
+    from pipeline.tracking import make_tracker
+
+    clip = tmp_path / "translate.mp4"
+    synthetic.make_clip(synthetic.ClipSpec(name="t", kind="translate"), clip)
+    cfg = PipelineConfig()
+    cfg.track.backend, cfg.track.checkpoint = "cotracker", cotracker_checkpoint
+    cfg.sample.pairs_per_video = 1
+    rows = process_unit_local(Unit("pairs-000000", "files", (str(clip),)), cfg,
+                              str(tmp_path / "out"), make_tracker(cfg.track), runner)
+    assert rows[0]["status"] in ("ok", "filtered:no-trackable-motion")
+    for s in read_shard(str(tmp_path / "out" / "pairs-000000.tar")) if rows[0]["num_pairs"] else []:
+        assert s.meta["tracker"] == "cotracker3-offline"
+        assert s.meta["tracker_version"].startswith("3.0.0+")

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+
 from pipeline.config import TrackConfig
 from pipeline.tracking import TrackerError, make_tracker
+from tests.conftest import require_cotracker
 
 REAL_CKPT_ENV = "LDRAG_COTRACKER_CHECKPOINT"
 # "cotracker" is the official path (frames resized to 384x512: slow on CPU); the low-resolution
@@ -209,7 +211,7 @@ class _Payload:
 
 
 def test_cotracker_checkpoint_is_loaded_weights_only(tmp_path):
-    pytest.importorskip("cotracker")
+    require_cotracker()
     from pipeline.tracking.cotracker import CoTrackerBackend
 
     marker = tmp_path / "marker"
@@ -245,7 +247,7 @@ def test_cotracker_loads_wrapped_state_dict_from_fsspec(cotracker_checkpoint):
 
 
 def test_cotracker_rejects_missing_and_foreign_checkpoints(tmp_path):
-    pytest.importorskip("cotracker")
+    require_cotracker()
     from pipeline.tracking.cotracker import CoTrackerBackend
 
     with pytest.raises(TrackerError, match="checkpoint"):
@@ -259,7 +261,7 @@ def test_cotracker_rejects_missing_and_foreign_checkpoints(tmp_path):
 
 
 def test_cotracker_random_init_is_opt_in_and_keeps_global_rng():
-    pytest.importorskip("cotracker")
+    require_cotracker()
     from pipeline.tracking.cotracker import CoTrackerBackend
 
     before = torch.random.get_rng_state()
