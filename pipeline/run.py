@@ -8,7 +8,6 @@ resumed unit writes exactly the bytes an uninterrupted run would have.
 """
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import sys
@@ -21,8 +20,6 @@ import fsspec
 from pipeline import plan as planning
 from pipeline.config import ConfigError, PipelineConfig, from_dict
 from pipeline.writer import unit_complete
-
-log = logging.getLogger("pipeline")
 
 
 @dataclass
@@ -72,10 +69,13 @@ def check_config(output_dir: str, cfg: PipelineConfig) -> None:
 def _remote_stages(cfg: PipelineConfig):
     import ray
 
-    @ray.remote(num_cpus=cfg.ray.task_cpus, max_retries=cfg.ray.max_retries)
+    @ray.remote(num_cpus=cfg.ray.task_cpus, max_retries=cfg.ray.max_retries, num_returns=2)
     def prepare(unit, cfg):
+        """(prepared videos, pair count): the driver reads only the count, the clips go
+        from this worker's object store straight to the tracker."""
         from pipeline.stages import prepare_unit
-        return prepare_unit(unit, cfg, _runner(cfg))
+        prepared = prepare_unit(unit, cfg, _runner(cfg))
+        return prepared, sum(len(v.pairs) for v in prepared)
 
     @ray.remote(num_cpus=cfg.ray.task_cpus, max_retries=cfg.ray.max_retries)
     def finish(unit, prepared, tracked, cfg, output_dir):
@@ -162,47 +162,40 @@ def _drive(todo, output_dir, cfg, stats, progress) -> None:
     actors = [TrackerActor.remote(cfg.track) for _ in range(cfg.track.num_actors)]
     busy = {i: 0 for i in range(len(actors))}
     pending = list(todo)
-    inflight: dict = {}   # ref -> (stage, unit, prepared_ref, actor index)
+    inflight: dict = {}   # ref -> (stage, unit, prepared ref, actor index)
     start = time.time()
-
-    def submit_prepare():
-        unit = pending.pop(0)
-        ref = prepare.remote(unit, cfg)
-        inflight[ref] = ("prepare", unit, ref, None)
-
     while pending or inflight:
         while pending and len(inflight) < cfg.ray.max_units_in_flight:
-            submit_prepare()
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        ref = ready[0]
-        stage, unit, prepared_ref, actor_index = inflight.pop(ref)
+            unit = pending.pop(0)
+            prepared_ref, count_ref = prepare.remote(unit, cfg)
+            inflight[count_ref] = ("prepare", unit, prepared_ref, None)
+        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        stage, unit, prepared_ref, actor = inflight.pop(ref)
         try:
-            if stage == "prepare":
-                prepared = ray.get(ref)
-                if any(v.pairs for v in prepared):
-                    i = min(busy, key=busy.get)
-                    busy[i] += 1
-                    inflight[actors[i].track.remote(prepared_ref)] = ("track", unit, ref, i)
-                else:
-                    inflight[finish.remote(unit, ref, None, cfg, output_dir)] = (
-                        "finish", unit, ref, None)
-            elif stage == "track":
-                busy[actor_index] -= 1
-                ray.get(ref)  # surface tracker errors here, with the unit named
-                inflight[finish.remote(unit, prepared_ref, ref, cfg, output_dir)] = (
+            result = ray.get(ref)  # raises here, with the unit named, if a stage failed
+            if stage == "prepare" and result > 0:
+                actor = min(busy, key=busy.get)
+                busy[actor] += 1
+                inflight[actors[actor].track.remote(prepared_ref)] = (
+                    "track", unit, prepared_ref, actor)
+            elif stage in ("prepare", "track"):
+                if stage == "track":
+                    busy[actor] -= 1
+                tracked = ref if stage == "track" else None
+                inflight[finish.remote(unit, prepared_ref, tracked, cfg, output_dir)] = (
                     "finish", unit, prepared_ref, None)
             else:
-                rows = ray.get(ref)
-                _account(stats, rows)
-                elapsed = time.time() - start
+                _account(stats, result)
                 progress(f"[{stats.units_done}/{len(todo)} units] {unit.name} done; so far "
                          f"{stats.videos} videos, {stats.pairs} pairs, "
-                         f"{stats.videos / elapsed:.2f} videos/s, "
+                         f"{stats.videos / (time.time() - start):.2f} videos/s, "
                          + ", ".join(f"{k} {v}" for k, v in sorted(stats.statuses.items())))
         except Exception as e:  # noqa: BLE001 - a unit that fails after retries is reported
+            if stage == "track":
+                busy[actor] -= 1
             stats.units_failed.append(unit.name)
-            log.error("unit %s failed in %s after retries: %s", unit.name, stage, e)
-            progress(f"ERROR: unit {unit.name} failed in {stage}: {type(e).__name__}: {e}")
+            progress(f"ERROR: unit {unit.name} failed in {stage} after retries: "
+                     f"{type(e).__name__}: {e}")
 
 
 def _account(stats: RunStats, rows: list[dict]) -> None:

@@ -178,3 +178,49 @@ def test_pipeline_runs_the_official_cotracker_backend(tmp_path, runner, cotracke
     for s in read_shard(str(tmp_path / "out" / "pairs-000000.tar")) if rows[0]["num_pairs"] else []:
         assert s.meta["tracker"] == "cotracker3-offline"
         assert s.meta["tracker_version"].startswith("3.0.0+")
+
+
+def test_fsspec_urls_and_tar_members_with_hostile_names(tmp_path, runner):
+    """Inputs by URL (here fsspec's memory filesystem) are spooled to private temp files; a
+    tar member's name never becomes a path, so `../` names cannot escape anywhere."""
+    import tarfile
+
+    import fsspec
+
+    from pipeline.plan import member_uri, resolve_inputs
+
+    clip = tmp_path / "translate.mp4"
+    synthetic.make_clip(synthetic.ClipSpec(name="t", kind="translate"), clip)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/videos/a/clip.mp4", clip.read_bytes())
+    fs.pipe("/videos/a/notes.txt", b"not a video")
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(clip, arcname="../../escaped.mp4")
+        tar.add(clip, arcname="/abs/path.mp4")
+    uris = resolve_inputs(["memory://videos/a"])
+    assert uris == ["memory:///videos/a/clip.mp4"]
+    out = tmp_path / "out"
+    rows = process_unit_local(Unit("pairs-000000", "files", tuple(uris)), PipelineConfig(),
+                              str(out), LKTracker(), runner)
+    assert [(r["source_uri"], r["status"]) for r in rows] == [(uris[0], "ok")]
+    rows = process_unit_local(Unit("pairs-000001", "tar", (str(shard),)), PipelineConfig(),
+                              str(out), LKTracker(), runner)
+    with tarfile.open(shard) as tar:
+        stored = tar.getnames()
+    assert stored[0] == "../../escaped.mp4"
+    assert [(r["source_uri"], r["status"]) for r in rows] == [
+        (member_uri(str(shard), name), "ok") for name in stored]
+    assert not (tmp_path.parent / "escaped.mp4").exists() and not os.path.exists("/abs/path.mp4")
+    assert sorted(os.listdir(out)) == sorted(
+        f"pairs-00000{i}.{ext}" for i in (0, 1) for ext in ("tar", "pairs.parquet",
+                                                            "videos.parquet"))
+
+
+def test_unreadable_tar_shard_is_one_failed_row(tmp_path, runner):
+    bad = tmp_path / "broken.tar"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    rows = process_unit_local(Unit("pairs-000000", "tar", (str(bad),)), PipelineConfig(),
+                              str(tmp_path / "out"), LKTracker(), runner)
+    assert len(rows) == 1 and rows[0]["source_uri"] == str(bad)
+    assert rows[0]["status"].startswith("failed:ReadError")
