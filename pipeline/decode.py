@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -83,23 +84,22 @@ def probe(path: str) -> VideoInfo:
 
 
 class FrameReader:
-    """Random access to frames of one video at a given decode size, decord first.
+    """Frames of one video by index, upright RGB at native size; decord first, PyAV fallback.
 
-    `size` is the upright (w, h) to decode at (None = native). Indices must be < num_frames.
+    Frames come at native size on purpose: decord's own scaling is slower than decoding at
+    full size, and callers shrink each frame as soon as it arrives (so memory stays bounded
+    by `chunk` native frames, whatever the resolution).
     """
 
-    def __init__(self, path: str, info: VideoInfo, size: tuple[int, int] | None = None,
-                 backend: str = "auto"):
+    def __init__(self, path: str, info: VideoInfo, backend: str = "auto"):
         self.path, self.info, self.backend = path, info, backend
-        self.size = size or info.upright_size
         self.decoded_frames = 0
         self._decord = None
         if backend in ("auto", "decord"):
             try:
                 import decord
-                # decord applies the display rotation itself and takes the upright size.
-                self._decord = decord.VideoReader(path, width=self.size[0], height=self.size[1],
-                                                  num_threads=1)
+                # decord applies the display rotation itself.
+                self._decord = decord.VideoReader(path, num_threads=1)
                 self.num_frames = len(self._decord)
             except Exception as e:  # decord raises its own DECORDError and RuntimeError
                 if backend == "decord":
@@ -108,48 +108,43 @@ class FrameReader:
         if self._decord is None:
             self.num_frames = info.num_frames
 
-    def get(self, indices) -> list[np.ndarray]:
-        """Upright RGB frames at the given indices (any order, repeats allowed)."""
+    def read(self, indices, chunk: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) for each distinct index, in increasing order."""
         wanted = sorted(set(int(i) for i in indices))
-        if not wanted:
-            return []
         if self._decord is not None:
             try:
-                batch = self._decord.get_batch(wanted).asnumpy()
-                frames = dict(zip(wanted, batch))
-                self.decoded_frames += len(wanted)
-                return [frames[int(i)] for i in indices]
-            except Exception as e:
+                for start in range(0, len(wanted), chunk):
+                    part = wanted[start:start + chunk]
+                    batch = self._decord.get_batch(part).asnumpy()
+                    self.decoded_frames += len(part)
+                    yield from zip(part, batch)
+                return
+            except Exception as e:  # noqa: BLE001 - any decord failure: PyAV for the rest
                 if self.backend == "decord":
                     raise DecodeError(f"decord: {e}") from e
-                self._decord = None  # fall back to PyAV for this and later reads
-        frames = self._get_pyav(wanted)
-        self.decoded_frames += len(wanted)
-        return [coords.rotate_frame(frames[int(i)], self.info.rotation) for i in indices]
+                self._decord = None
+                wanted = wanted[start:]
+        for i, frame in self._read_pyav(wanted):
+            self.decoded_frames += 1
+            yield i, coords.rotate_frame(frame, self.info.rotation)
 
-    def _get_pyav(self, wanted: list[int]) -> dict[int, np.ndarray]:
+    def _read_pyav(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         import av
 
-        need, out = set(wanted), {}
-        # PyAV decodes in stream orientation: swap the size for 90/270 and rotate after.
-        w, h = self.size
-        stream_w, stream_h = (h, w) if self.info.rotation % 180 == 90 else (w, h)
+        need = set(wanted)
+        found = 0
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
                     if i in need:
-                        out[i] = frame.to_ndarray(format="rgb24", width=stream_w,
-                                                  height=stream_h)
-                        if len(out) == len(need):
-                            break
+                        found += 1
+                        yield i, frame.to_ndarray(format="rgb24")
+                        if found == len(need):
+                            return
         except av.error.FFmpegError as e:
-            if not out:
-                raise DecodeError(f"pyav: {e}") from e
-        missing = need - set(out)
-        if missing:
-            # The stream is shorter than its header claims, or broken midway.
-            raise DecodeError(f"frames {sorted(missing)[:5]} not decodable "
-                              f"(decoded {len(out)} of {len(need)})")
-        return out
+            raise DecodeError(f"pyav: {e}") from e
+        # The stream is shorter than its header claims, or broken midway.
+        missing = sorted(need)[found:]
+        raise DecodeError(f"frames {missing[:5]} not decodable (decoded {found} of {len(need)})")

@@ -1,14 +1,22 @@
 """Per-video stages between planning and writing, free of Ray so tests can call them directly.
 
-prepare_video (CPU, in an isolated decoder process): probe -> scoring decode -> filters ->
-pair/crop sampling -> decode of just the pair clips, cropped and resized.
+prepare_video (CPU, in an isolated decoder process): probe -> one sparse decode -> filters ->
+pairs and crops -> pair clips, cropped and resized.
 finish_video (after tracking): handle/target selection and mask -> `DragSample`s.
+
+Decoding is the cost that matters. Seeking in a video decodes from the previous keyframe, so a
+second pass over a long-GOP video costs as much as the first; prepare_video therefore draws
+candidate pairs and their crops *before* scoring and decodes the scoring frames and every
+candidate's clip in one pass, shrinking each frame as it arrives (scoring thumbnail, stored
+crops). Candidates that straddle a cut or fall in a rejected shot are dropped after scoring;
+only when too few survive does a second, shot-aware pass run.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from pipeline import coords, filters, sampling
@@ -16,6 +24,8 @@ from pipeline.decode import FrameReader, VideoTooLarge, probe
 from pipeline.points import select_drag
 from schemas.manifest import SCHEMA_VERSION
 from schemas.sample import DragSample, make_key
+
+CANDIDATES_PER_PAIR = 3   # candidate pairs drawn before scoring, per pair wanted
 
 
 @dataclass
@@ -62,52 +72,84 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     if min(w, h) < fc.min_size:
         return PreparedVideo({**row, "status": "filtered:too-small"})
 
-    scale = dc.score_size / min(w, h)
-    score_size = (max(16, round(w * scale)), max(16, round(h * scale)))
-    scorer = FrameReader(path, info, size=score_size, backend=dc.backend)
-    n = scorer.num_frames
+    reader = FrameReader(path, info, backend=dc.backend)
+    n = reader.num_frames
     row["num_frames"] = n
     if n < max(2, fc.min_frames) or n / info.fps < fc.min_duration_s:
         return PreparedVideo({**row, "status": "filtered:too-short"})
 
-    step = max(1, round(info.fps / dc.score_fps), math.ceil(n / dc.max_score_frames))
-    score_idx = list(range(0, n, step))
-    frames = scorer.get(score_idx)
-    gray = [np.ascontiguousarray(f.mean(axis=2).astype(np.uint8)) for f in frames]
+    # Probes: pairs of frames one scoring step apart. Short videos: every scoring frame pairs
+    # with the next. Long ones: at most max_score_frames / 2 probes spread over the video, so
+    # the decoder seeks past everything between them.
+    step = min(max(1, round(info.fps / dc.score_fps)), n - 1)
+    starts = range(0, n - step, max(step, math.ceil(2 * n / dc.max_score_frames)))
+    score_idx = sorted({i for t in starts for i in (t, t + step)})
+    probes = {k for k in range(len(score_idx) - 1) if score_idx[k + 1] - score_idx[k] == step}
+    scale = dc.score_size / min(w, h)
+    score_size = (max(16, round(w * scale)), max(16, round(h * scale)))
+    pair_rng, crop_rng = sampling.rng_for(seed, "pairs"), sampling.rng_for(seed, "crops")
+    out = (cfg.output.resolution,) * 2
+
+    def plan_clips(pairs):
+        return {p: (sampling.sample_crop(w, h, cfg.sample.crop_scale, crop_rng),
+                    sampling.clip_indices(*p, cfg.track.num_frames)) for p in pairs}
+
+    def decode(score, clips):
+        """One pass: scoring thumbnails and each clip's stored crops, frame by frame."""
+        thumbs, crops = {}, {p: {} for p in clips}
+        wanted = set(score).union(*(idx for _, idx in clips.values()))
+        for i, frame in reader.read(wanted):
+            if i in score:
+                thumbs[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA)
+            for p, (box, idx) in clips.items():
+                if i in idx:
+                    crops[p][i] = coords.crop_resize(frame, box, out)
+        return thumbs, crops
+
+    candidates = plan_clips(sampling.sample_pairs(
+        [(0, n - 1)], info.fps, cfg.sample.gap_s,
+        CANDIDATES_PER_PAIR * cfg.sample.pairs_per_video, pair_rng))
+    thumbs, crops = decode(set(score_idx), candidates)
+    frames = [thumbs[i] for i in score_idx]
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     distances = filters.histogram_distances(frames)
-    shots = filters.split_shots(distances, fc.cut_threshold)
+    shots = filters.split_shots(distances, fc.cut_threshold, [i / info.fps for i in score_idx],
+                                fc.segment_s)
     interval_s = step / info.fps
     verdicts = []
     for shot in shots:
-        filters.score_shot(gray, shot, interval_s)
+        filters.score_shot(gray, shot, probes, interval_s)
         span_s = (score_idx[shot.end] - score_idx[shot.start]) / info.fps
         verdicts.append(filters.shot_verdict(shot, span_s, fc))
     good = [s for s, v in zip(shots, verdicts) if v is None]
     reported = good or [max(shots, key=lambda s: s.end - s.start)]
-    row.update(num_shots=len(shots), cut_score=float(distances.max(initial=0.0)),
+    row.update(num_shots=int((distances > fc.cut_threshold).sum()) + 1, cut_score=float(distances.max(initial=0.0)),
                motion_score=float(np.mean([s.object_motion for s in reported])),
-               camera_score=float(np.mean([s.camera_motion for s in reported])),
-               decoded_frames=scorer.decoded_frames)
+               camera_score=float(np.mean([s.camera_motion for s in reported])))
     if not good:
         longest = verdicts[shots.index(reported[0])]
-        return PreparedVideo({**row, "status": f"filtered:{longest}"})
+        return PreparedVideo({**row, "status": f"filtered:{longest}",
+                              "decoded_frames": reader.decoded_frames})
 
     spans = [(score_idx[s.start], score_idx[s.end]) for s in good]
-    pairs = sampling.sample_pairs(spans, info.fps, cfg.sample.gap_s, cfg.sample.pairs_per_video,
-                                  sampling.rng_for(seed, "pairs"))
-    if not pairs:
+    inside = lambda p: any(a <= p[0] and p[1] <= b for a, b in spans)
+    chosen = {p: candidates[p] for p in candidates if inside(p)}
+    chosen = dict(list(chosen.items())[:cfg.sample.pairs_per_video])
+    if len(chosen) < cfg.sample.pairs_per_video:
+        # Cuts or rejected shots ate the candidates: draw inside the good shots and decode
+        # those clips (a second pass, so only here).
+        extra = [p for p in sampling.sample_pairs(spans, info.fps, cfg.sample.gap_s,
+                                                  cfg.sample.pairs_per_video, pair_rng)
+                 if p not in chosen][:cfg.sample.pairs_per_video - len(chosen)]
+        extra_clips = plan_clips(extra)
+        crops.update(decode(set(), extra_clips)[1])
+        chosen.update(extra_clips)
+    row["decoded_frames"] = reader.decoded_frames
+    if not chosen:
         return PreparedVideo({**row, "status": "filtered:too-short"})
-    crop_rng = sampling.rng_for(seed, "crops")
-    boxes = [sampling.sample_crop(w, h, cfg.sample.crop_scale, crop_rng) for _ in pairs]
-    indices = [sampling.clip_indices(t0, t1, cfg.track.num_frames) for t0, t1 in pairs]
-    reader = FrameReader(path, info, backend=dc.backend)
-    wanted = sorted({i for idx in indices for i in idx})
-    decoded = dict(zip(wanted, reader.get(wanted)))
-    out = (cfg.output.resolution,) * 2
-    clips = [PairClip(k, t0, t1, box, np.stack([coords.crop_resize(decoded[i], box, out)
-                                                for i in idx]))
-             for k, ((t0, t1), box, idx) in enumerate(zip(pairs, boxes, indices))]
-    row["decoded_frames"] += reader.decoded_frames
+    clips = [PairClip(k, t0, t1, chosen[(t0, t1)][0],
+                      np.stack([crops[(t0, t1)][i] for i in chosen[(t0, t1)][1]]))
+             for k, (t0, t1) in enumerate(sorted(chosen))]
     return PreparedVideo(row, clips)
 
 

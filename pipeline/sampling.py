@@ -23,7 +23,8 @@ def sample_pairs(shots: list[tuple[int, int]], fps: float, gap_s: tuple, count: 
     """Up to `count` (t0, t1) frame pairs, each inside one shot (inclusive frame ranges).
 
     Shots too short for the smallest gap are skipped; shots are chosen in proportion to their
-    length. Pairs are distinct; fewer than `count` come back when a shot has too few options.
+    length. Pairs are distinct, in the order drawn; fewer than `count` come back when the
+    shots have too few options.
     """
     min_gap = max(1, int(round(gap_s[0] * fps)))
     max_gap = max(min_gap, int(round(gap_s[1] * fps)))
@@ -40,7 +41,7 @@ def sample_pairs(shots: list[tuple[int, int]], fps: float, gap_s: tuple, count: 
         t0 = int(rng.integers(a, b - gap + 1))
         if (t0, t0 + gap) not in pairs:
             pairs.append((t0, t0 + gap))
-    return sorted(pairs)
+    return pairs
 
 
 def sample_crop(width: int, height: int, scale: tuple, rng: np.random.Generator

@@ -75,6 +75,7 @@ class ClipSpec:
     rotation: int = 0                   # display rotation stored in the container (clockwise)
     crf: int = 14
     preset: str = "medium"
+    gop: Optional[int] = None           # keyframe interval in frames (None: x264's default)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -429,7 +430,7 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 
 def _write_video(path: str, frames: Iterable[np.ndarray], width: int, height: int, fps,
                  *, crf: int = 14, preset: str = "medium", display_cw: int = 0,
-                 fmt: str = "rgb24") -> None:
+                 fmt: str = "rgb24", gop: Optional[int] = None) -> None:
     """H.264 (libx264, yuv420p) .mp4, single-threaded so the bytes are deterministic.
 
     `frames` are in decoded orientation; `display_cw` is the clockwise turn the container
@@ -441,6 +442,8 @@ def _write_video(path: str, frames: Iterable[np.ndarray], width: int, height: in
         st.width, st.height, st.pix_fmt = width, height, "yuv420p"
         st.codec_context.thread_count = 1  # thread count changes x264's output bytes
         st.options = {"crf": str(crf), "preset": preset}
+        if gop:
+            st.codec_context.gop_size = gop
         if display_cw % 360:
             ccw = (-display_cw) % 360
             st.set_display_rotation(ccw - 360 if ccw > 180 else ccw)
@@ -463,7 +466,7 @@ def make_clip(spec: ClipSpec, path) -> GroundTruth:
     enc = (np.ascontiguousarray(np.rot90(f, k)) if k else f for f in frames)
     ew, eh = (gt.height, gt.width) if k in (1, -1) else (gt.width, gt.height)
     _write_video(path, enc, ew, eh, spec.fps, crf=spec.crf, preset=spec.preset,
-                 display_cw=spec.rotation % 360)
+                 display_cw=spec.rotation % 360, gop=spec.gop)
     with open(path + GT_SUFFIX, "w") as f:
         json.dump(gt.to_json(), f)
     return gt

@@ -61,3 +61,4 @@ def test_scale_points_half_pixel_rule():
 def test_crop_outside_frame_is_an_error():
     with pytest.raises(ValueError, match="outside frame"):
         coords.crop_resize(np.zeros((10, 10, 3), np.uint8), (5, 5, 10, 10), (4, 4))
+
