@@ -153,7 +153,8 @@ def from_dict(data: dict) -> PipelineConfig:
     return _build(PipelineConfig, data or {}, "").validate()
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> PipelineConfig:
+def load_config(path: Optional[str] = None,
+                overrides: Optional[list[str]] = None) -> PipelineConfig:
     """Config from a YAML file (or defaults) with `section.key=value` overrides applied."""
     data = {}
     if path:

@@ -43,8 +43,8 @@ def split_shots(distances: np.ndarray, threshold: float, times: list[float],
     segments = []
     for start, end in zip([0] + [k + 1 for k in cuts], cuts + [len(distances)]):
         while times[end] - times[start] > max_segment_s:
-            split = max(k for k in range(start, end + 1) if times[k] - times[start] <= max_segment_s)
-            split = max(split, start + 1)
+            split = max(start + 1, max(k for k in range(start, end + 1)
+                                       if times[k] - times[start] <= max_segment_s))
             segments.append(Shot(start, split))
             start = split
         segments.append(Shot(start, end))

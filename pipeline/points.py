@@ -24,8 +24,9 @@ def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], 
     `min_motion_px`, with probability proportional to their displacement; targets are their
     tracked positions in the last frame. Tracks at the edge of the moving region (a grid
     neighbour does not move) are used only when there is no interior: an edge track may sit
-    on the background beside the object, or mix the two motions. The mask is the union of discs around every moving
-    track's start and end, closed and dilated, so it covers every handle and target.
+    on the background beside the object, or mix the two motions. The mask is the union of
+    discs around every moving track's start and end, closed and dilated, so it covers every
+    handle and target.
     """
     w, h = size
     always = visible.all(axis=0)

@@ -123,7 +123,8 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         verdicts.append(filters.shot_verdict(shot, span_s, fc))
     good = [s for s, v in zip(shots, verdicts) if v is None]
     reported = good or [max(shots, key=lambda s: s.end - s.start)]
-    row.update(num_shots=int((distances > fc.cut_threshold).sum()) + 1, cut_score=float(distances.max(initial=0.0)),
+    row.update(num_shots=int((distances > fc.cut_threshold).sum()) + 1,
+               cut_score=float(distances.max(initial=0.0)),
                motion_score=float(np.mean([s.object_motion for s in reported])),
                camera_score=float(np.mean([s.camera_motion for s in reported])))
     if not good:

@@ -4,8 +4,8 @@ Each step tracks forward and back again. A point is marked invisible from then o
 a chained track cannot be trusted again) when its round trip misses by more than
 `fb_max_px`, when it leaves the frame, or when its patch residual is far above the step's
 median: that is how points whose window straddles a moving edge show up (a background point
-next to a moving object is dragged along consistently, so the round trip alone misses it). Deterministic, no weights, fast enough for tests and CPU-only
-clusters.
+next to a moving object is dragged along consistently, so the round trip alone misses it).
+Deterministic, no weights, fast enough for tests and CPU-only clusters.
 """
 from __future__ import annotations
 
