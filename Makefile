@@ -31,9 +31,8 @@ $(CACHE)/vendor/cotracker/__init__.py: setup.cfg | setup
 	test -f $@
 
 demo: setup
-	$(PY) -m jobs.make_videos --output $(DEMO)/videos
+	$(PY) -m jobs.make_videos --output $(DEMO)/videos --repeat 2 --bad-inputs
 	$(PY) -m jobs.build_pairs --input $(DEMO)/videos --output $(DEMO)/pairs
-	@echo "report: $(DEMO)/pairs/report/index.md"
 
 test: setup vendor-cotracker
 	$(PY) -m pytest -q -rs
