@@ -19,6 +19,7 @@ import fsspec
 
 from pipeline import plan as planning
 from pipeline.config import ConfigError, PipelineConfig, from_dict
+from pipeline.report import status_reason
 from pipeline.writer import unit_complete
 
 
@@ -204,5 +205,4 @@ def _account(stats: RunStats, rows: list[dict]) -> None:
         stats.videos += 1
         stats.pairs += r["num_pairs"]
         stats.decoded_frames += r["decoded_frames"] or 0
-        status = r["status"]
-        stats.statuses[status.split(":")[0] if status.startswith("failed") else status] += 1
+        stats.statuses[status_reason(r["status"])] += 1
