@@ -21,24 +21,6 @@ def rotate_frame(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
 
 
-def rotate_points(pts: np.ndarray, rotation: int, decoded_w: int, decoded_h: int) -> np.ndarray:
-    """Decoded -> upright for points of a frame of size decoded_w x decoded_h."""
-    pts = np.asarray(pts, dtype=np.float64)
-    x, y = pts[..., 0], pts[..., 1]
-    r = rotation % 360
-    if r == 0:
-        out = (x, y)
-    elif r == 90:
-        out = (decoded_h - 1 - y, x)
-    elif r == 180:
-        out = (decoded_w - 1 - x, decoded_h - 1 - y)
-    elif r == 270:
-        out = (y, decoded_w - 1 - x)
-    else:
-        raise ValueError(f"rotation must be a multiple of 90, got {rotation}")
-    return np.stack(out, axis=-1)
-
-
 def upright_size(decoded_w: int, decoded_h: int, rotation: int) -> tuple[int, int]:
     return (decoded_h, decoded_w) if rotation % 180 == 90 else (decoded_w, decoded_h)
 

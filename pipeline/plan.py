@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
+from pipeline.writer import publish
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".flv", ".wmv", ".3gp")
 TAR_EXTENSIONS = (".tar",)
@@ -89,13 +91,6 @@ def read_plan(output_dir: str) -> list[Unit]:
         return [Unit(d["name"], d["kind"], tuple(d["inputs"])) for d in map(json.loads, f)]
 
 
-def _write_atomic(fs, path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
 def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> list[Unit]:
     """All units of the output (old and new), with new inputs grouped into new units."""
     units = read_plan(output_dir)
@@ -112,5 +107,5 @@ def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> lis
         fs, root = fsspec.core.url_to_fs(output_dir)
         fs.makedirs(f"{root}/_plan", exist_ok=True)
         lines = "".join(json.dumps(asdict(u)) + "\n" for u in units + added)
-        _write_atomic(fs, f"{root}/{PLAN_FILE}", lines.encode())
+        publish(fs, f"{root}/{PLAN_FILE}", lines.encode())
     return units + added

@@ -20,7 +20,7 @@ import fsspec
 from pipeline import plan as planning
 from pipeline.config import ConfigError, PipelineConfig, from_dict
 from pipeline.report import status_reason
-from pipeline.writer import unit_complete
+from pipeline.writer import publish, unit_complete
 
 
 @dataclass
@@ -61,8 +61,7 @@ def check_config(output_dir: str, cfg: PipelineConfig) -> None:
             raise ConfigError(f"{output_dir} was built with a different config ({path}); "
                               "write to a new --output, or rerun with that config")
         return
-    with fs.open(path, "w") as f:
-        f.write(cfg.to_yaml())
+    publish(fs, path, cfg.to_yaml().encode())
 
 
 # --- Ray remote functions (defined lazily so importing this module does not need Ray) -------

@@ -49,7 +49,8 @@ def _prepare_one(runner: IsolatedRunner, path_ctx, uri: str, cfg) -> PreparedVid
 
 
 def _tar_videos(tar_uri: str):
-    """(member URI, opener, size) for each video member of a tar shard, streamed once."""
+    """(member URI, member, open tar) for each video member of a tar shard, streamed once;
+    a member can be read only until the next one is yielded."""
     with fsspec.open(tar_uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         for member in tar:
             if member.isfile() and member.name.lower().endswith(plan.VIDEO_EXTENSIONS):

@@ -31,7 +31,8 @@ def unit_complete(output_dir: str, name: str) -> bool:
     return fs.exists(videos)
 
 
-def _publish(fs, path: str, data: bytes) -> None:
+def publish(fs, path: str, data: bytes) -> None:
+    """Write `data` to `path` on `fs` under a hidden temporary name, then rename it."""
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f:
         f.write(data)
@@ -57,7 +58,7 @@ def write_unit(output_dir: str, name: str, samples: list[DragSample], video_rows
     fs, tar, pairs, videos = _paths(output_dir, name)
     fs.makedirs(os.path.dirname(tar), exist_ok=True)
     if samples:
-        _publish(fs, tar, tar_bytes(samples, image_format))
+        publish(fs, tar, tar_bytes(samples, image_format))
     rows = [s.meta for s in sorted(samples, key=lambda s: s.key)]
-    _publish(fs, pairs, _parquet_bytes(pair_table(rows, f"{name}.tar")))
-    _publish(fs, videos, _parquet_bytes(video_table(video_rows)))
+    publish(fs, pairs, _parquet_bytes(pair_table(rows, f"{name}.tar")))
+    publish(fs, videos, _parquet_bytes(video_table(video_rows)))
