@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline import coords
+from schemas import coords
 
 
 class VideoError(Exception):

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from pipeline import coords, filters, sampling
+from pipeline import filters, sampling
 from pipeline.decode import FrameReader, VideoTooLarge, probe
 from pipeline.points import select_drag
+from schemas import coords
 from schemas.manifest import SCHEMA_VERSION
 from schemas.sample import DragSample, make_key
 

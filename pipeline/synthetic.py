@@ -14,14 +14,14 @@ Kinds:
   cut        two shots, each a `translate` scene with its own background and object;
              frames [0, cut_frame) are shot 0, [cut_frame, num_frames) shot 1
 
-Coordinates follow `pipeline.coords`: (x, y) = (column, row), pixel centres at integers.
+Coordinates follow `schemas.coords`: (x, y) = (column, row), pixel centres at integers.
 Frames are RGB. Object motion is a 2x3 affine A_t mapping frame-0 (of the object's shot)
 pixel coordinates to frame-t coordinates; frames are rendered with cv2.warpAffine
 (INTER_LINEAR) of the object texture and its anti-aliased mask by exactly A_t, so the
 ground truth is the renderer's own transform.
 
 Display rotation: `ClipSpec.rotation` is the clockwise turn (0/90/180/270) a player applies
-to the decoded frames (the `pipeline.coords` convention). The encoded frames are the upright
+to the decoded frames (the `schemas.coords` convention). The encoded frames are the upright
 frames turned the other way, and the container carries a display matrix; FFmpeg/PyAV
 express that matrix as a COUNTER-clockwise angle, so a clip with rotation=90 reads back as
 `VideoFrame.rotation == -90` (180 reads back as -180, 270 as 90). A decoder therefore gets

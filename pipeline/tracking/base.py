@@ -2,7 +2,7 @@
 
 A tracker takes a batch of clips that start at the pair's first frame and the query points on
 that first frame, and returns every query's position in every frame plus a visibility flag.
-Coordinates follow `pipeline.coords`: (x, y) pixels of the clip frames, pixel centres at
+Coordinates follow `schemas.coords`: (x, y) pixels of the clip frames, pixel centres at
 integers.
 """
 from __future__ import annotations

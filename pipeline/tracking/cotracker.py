@@ -9,7 +9,7 @@ state dict ourselves with `torch.load(..., weights_only=True)`.
 
 Coordinates: `CoTrackerPredictor` resizes frames to the model resolution with
 `align_corners=True` and scales points by (size' - 1) / (size - 1), i.e. it already uses
-pixel centres at integers, the convention of `pipeline.coords`; no conversion is needed.
+pixel centres at integers, the convention of `schemas.coords`; no conversion is needed.
 The offline model only works on one clip per forward pass (a batch of two fails inside the
 official code), so clips are tracked one at a time, which also bounds memory.
 """

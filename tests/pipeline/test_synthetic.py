@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline import synthetic
-from pipeline.coords import rotate_frame
+from schemas.coords import rotate_frame
 from pipeline.synthetic import ClipSpec, load_ground_truth, make_clip
 
 W, H = 320, 240

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import coords
+from schemas import coords
 
 
 def dot_image(w, h, x, y):
@@ -61,3 +61,32 @@ def test_crop_outside_frame_is_an_error():
     with pytest.raises(ValueError, match="outside frame"):
         coords.crop_resize(np.zeros((10, 10, 3), np.uint8), (5, 5, 10, 10), (4, 4))
 
+
+
+@pytest.mark.parametrize("x, expected", [(0.0, 0), (0.49, 0), (0.5, 1), (-0.5, 0),
+                                         (-0.49, 0), (1.5, 2), (2.49, 2), (9.49, 9)])
+def test_round_to_pixel_nearest_centre(x, expected):
+    # A 10x4 image: x and y are rounded alike; y stays on row 3 (the last row).
+    out = coords.round_to_pixel(np.array([[x, 3.0]]), (10, 4))
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [[expected, 3]])
+    np.testing.assert_array_equal(coords.round_to_pixel([3.0, x], (4, 10)), [3, expected])
+
+
+def test_round_to_pixel_indexes_the_pixel_the_point_lies_in():
+    img = np.zeros((4, 10), np.uint8)
+    img[2, 7] = 1                                  # row 2, column 7
+    x, y = coords.round_to_pixel([7.3, 1.6], (10, 4))
+    assert img[y, x] == 1
+
+
+@pytest.mark.parametrize("pts, message", [
+    ([[1, 1], [9.5, 1]], r"point 1 \(x=9.5, y=1\) outside the 10x4 image"),   # x = w - 0.5
+    ([[1, 3.5]], r"point 0 \(x=1, y=3.5\) outside the 10x4 image"),           # y = h - 0.5
+    ([[-0.51, 0]], r"point 0 \(x=-0.51, y=0\) outside the 10x4 image"),
+    ([[0, -1], [-1, 0]], r"point 0 \(x=0, y=-1\) outside"),                    # the first one
+    ([[np.nan, 0]], r"point 0 \(x=nan, y=0\) outside"),
+])
+def test_round_to_pixel_outside_is_an_error(pts, message):
+    with pytest.raises(ValueError, match=message):
+        coords.round_to_pixel(np.array(pts, float), (10, 4))

@@ -52,3 +52,24 @@ def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarr
         return np.ascontiguousarray(crop)
     interp = cv2.INTER_AREA if w >= out_size[0] else cv2.INTER_LINEAR
     return cv2.resize(crop, tuple(out_size), interpolation=interp)
+
+
+def round_to_pixel(pts: np.ndarray, size: tuple) -> np.ndarray:
+    """(x, y) points of an image of size=(w, h) -> integer (x, y) indices of their pixels.
+
+    Rounds to the nearest pixel centre (centres at integers; a half rounds up, so 0.5 -> 1,
+    -0.5 -> 0). A point outside the image (x < -0.5 or x >= w - 0.5, the same for y, or not
+    finite) is a ValueError naming the first such point. Accepts one point (2,) or (N, 2).
+    """
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.shape[-1:] != (2,) or pts.ndim > 2:
+        raise ValueError(f"points must have shape (2,) or (N, 2), got {pts.shape}")
+    w, h = size
+    flat = pts.reshape(-1, 2)
+    inside = ((flat[:, 0] >= -0.5) & (flat[:, 0] < w - 0.5)
+              & (flat[:, 1] >= -0.5) & (flat[:, 1] < h - 0.5))   # NaN compares False
+    if not inside.all():
+        i = int(np.argmin(inside))
+        x, y = flat[i]
+        raise ValueError(f"point {i} (x={x:g}, y={y:g}) outside the {w}x{h} image")
+    return np.floor(pts + 0.5).astype(np.int64)
