@@ -1,0 +1,212 @@
+"""Loading and saving in the public LightningDrag layout.
+
+    <base>/            a diffusers SD-1.5 inpainting directory: unet/ vae/ text_encoder/
+                       tokenizer/ scheduler/
+    <ip-adapter>/      image_encoder/ (CLIP vision, with projection) and ip-adapter_sd15.bin
+                       ({"image_proj": ..., "ip_adapter": ...})
+    <lightning-drag>/  appearance_encoder/{config.json, diffusion_pytorch_model.safetensors}
+                       point_embedding/point_embedding.pt
+                       lightning-drag-sd15-attn.bin  (state dict of the backbone's processors
+                       as a ModuleList in `unet.attn_processors` order)
+
+Every file is read with safetensors or `torch.load(weights_only=True)`; a missing, unknown or
+wrongly shaped key is a `CheckpointError` that names the keys, never silently ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.appearance_encoder import AppearanceEncoderModel
+from model.lightning_drag import ImageProjection, LightningDragModel
+from model.point_embedding import PointEmbedding
+
+APPEARANCE_DIR = "appearance_encoder"
+APPEARANCE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+POINT_EMBEDDING_FILE = os.path.join("point_embedding", "point_embedding.pt")
+ATTN_FILE = "lightning-drag-sd15-attn.bin"
+IP_ADAPTER_FILE = "ip-adapter_sd15.bin"
+IMAGE_ENCODER_DIR = "image_encoder"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing or does not match the architecture; names the keys."""
+
+
+def _names(keys, limit=8) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(what: str, expected: dict, got: dict) -> None:
+    """Raise CheckpointError naming missing, unexpected and wrongly shaped keys."""
+    missing = expected.keys() - got.keys()
+    unexpected = got.keys() - expected.keys()
+    shapes = [f"{k} {tuple(got[k].shape)} (expected {tuple(expected[k].shape)})"
+              for k in sorted(expected.keys() & got.keys())
+              if tuple(got[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"wrong shapes: {_names(shapes)}")
+    if problems:
+        raise CheckpointError(f"{what}: " + "; ".join(problems))
+
+
+def load_tensor_file(path: str) -> dict:
+    """A state dict from .safetensors or a torch pickle restricted to tensors (weights_only)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: file not found")
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an unpickling refusal is an error about this file, say which
+        raise CheckpointError(f"{path}: not a weights-only torch file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+    return state
+
+
+def _publish(write, path: str) -> None:
+    """Write through a temporary file in the same directory, then rename: complete or absent."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def load_pretrained(cls, path: str, subfolder: str | None = None, dtype=None):
+    """`cls.from_pretrained` from local files, refusing missing, unexpected or mismatched keys
+    (diffusers and transformers only warn about them)."""
+    where = os.path.join(path, subfolder or "")
+    if not os.path.isdir(where):
+        raise CheckpointError(f"{where}: not a directory")
+    kwargs = {"local_files_only": True, "output_loading_info": True}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    model, info = cls.from_pretrained(path, **kwargs)
+    problems = [f"{kind.replace('_', ' ')}: {_names(info[kind])}"
+                for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)]
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+    return model
+
+
+# --- IP-Adapter ------------------------------------------------------------------------------
+
+def load_ip_adapter_file(ip_dir: str) -> tuple[dict, dict]:
+    """(image_proj state, ip_adapter state) from <ip_dir>/ip-adapter_sd15.bin or .safetensors."""
+    path = os.path.join(ip_dir, IP_ADAPTER_FILE)
+    alt = path[: -len(".bin")] + ".safetensors"
+    if not os.path.isfile(path) and os.path.isfile(alt):
+        flat = load_tensor_file(alt)
+        state = {"image_proj": {}, "ip_adapter": {}}
+        for k, v in flat.items():
+            group, _, rest = k.partition(".")
+            if group not in state:
+                raise CheckpointError(f"{alt}: unexpected key {k}")
+            state[group][rest] = v
+    else:
+        state = load_tensor_file(path)
+    if set(state) != {"image_proj", "ip_adapter"}:
+        raise CheckpointError(f"{path}: expected groups image_proj and ip_adapter, found "
+                              f"{_names(state)}")
+    return state["image_proj"], state["ip_adapter"]
+
+
+def save_ip_adapter_file(model: LightningDragModel, ip_dir: str) -> None:
+    ip = {k: v for k, v in model.attention_processors.state_dict().items()
+          if k.endswith(("to_k_ip.weight", "to_v_ip.weight"))}
+    state = {"image_proj": _cpu(model.image_proj.state_dict()), "ip_adapter": _cpu(ip)}
+    _publish(lambda p: torch.save(state, p), os.path.join(ip_dir, IP_ADAPTER_FILE))
+
+
+# --- LightningDrag ---------------------------------------------------------------------------
+
+def load_appearance_encoder(model_dir: str) -> AppearanceEncoderModel:
+    folder = os.path.join(model_dir, APPEARANCE_DIR)
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{config_path}: file not found")
+    with open(config_path) as f:
+        config = json.load(f)
+    encoder = AppearanceEncoderModel.from_config(config)
+    path = os.path.join(folder, APPEARANCE_WEIGHTS)
+    state = load_tensor_file(path)
+    check_state_dict(path, encoder.state_dict(), state)
+    encoder.load_state_dict(state)
+    return encoder
+
+
+def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
+                        fusion: str = "full") -> LightningDragModel:
+    """Assemble the model from a base UNet and the LightningDrag and IP-Adapter files."""
+    encoder = load_appearance_encoder(model_dir)
+    point_path = os.path.join(model_dir, POINT_EMBEDDING_FILE)
+    point_state = load_tensor_file(point_path)
+    try:
+        points = PointEmbedding.for_state_dict(point_state)
+    except KeyError as e:
+        raise CheckpointError(f"{point_path}: {e.args[0]}") from None
+    check_state_dict(point_path, points.state_dict(), point_state)
+    points.load_state_dict(point_state)
+
+    proj_state, ip_state = load_ip_adapter_file(ip_dir)
+    cross = unet.config.cross_attention_dim
+    if "proj.weight" not in proj_state:
+        raise CheckpointError(f"{ip_dir}: image_proj has no proj.weight")
+    image_proj = ImageProjection(cross, image_embed_dim, proj_state["proj.weight"].shape[0] // cross)
+    check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
+    image_proj.load_state_dict(proj_state)
+
+    model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
+    attn_path = os.path.join(model_dir, ATTN_FILE)
+    attn_state = load_tensor_file(attn_path)
+    attn_state.update(ip_state)  # IP-Adapter's own cross-attention weights win, as in the release
+    processors = model.attention_processors
+    check_state_dict(f"{attn_path} (+ IP-Adapter)", processors.state_dict(), attn_state)
+    processors.load_state_dict(attn_state)
+    return model.to(unet.device, unet.dtype)
+
+
+def save_lightning_drag(model: LightningDragModel, model_dir: str) -> None:
+    """Write the three LightningDrag files (not the base model or the IP-Adapter)."""
+    folder = os.path.join(model_dir, APPEARANCE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    config = dict(model.appearance_encoder.config)
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    config = {"_class_name": type(model.appearance_encoder).__name__, **config}
+    _publish(lambda p: save_file(_cpu(model.appearance_encoder.state_dict()), p),
+             os.path.join(folder, APPEARANCE_WEIGHTS))
+    _publish(lambda p: _write_text(p, json.dumps(config, indent=2, default=list)),
+             os.path.join(folder, "config.json"))
+    _publish(lambda p: torch.save(_cpu(model.point_embedding.state_dict()), p),
+             os.path.join(model_dir, POINT_EMBEDDING_FILE))
+    _publish(lambda p: torch.save(_cpu(model.attention_processors.state_dict()), p),
+             os.path.join(model_dir, ATTN_FILE))

@@ -1,0 +1,261 @@
+"""Drag-edit inference: source image + mask + handle/target points (+ prompt) -> edited images.
+
+One edit (one drag step):
+  1. the source is resized to the model resolution (points scaled by schemas.coords, the mask
+     by nearest neighbour), encoded by the VAE (the latent mean: deterministic);
+  2. the appearance encoder runs once on the clean source latents; the point embedding runs
+     once on the point maps; the image prompt (IP-Adapter) and text are encoded once;
+  3. noise prior: the source latents noised to the last training timestep (999);
+  4. DDIM or LCM steps; with point-following guidance every step evaluates the backbone on
+     [uncond, cond] in one batch, where uncond keeps every image condition and zeroes only the
+     point terms, and mixes them with the scale of the chosen schedule;
+  5. decode, and resize back to the input size.
+Several candidates run as one batch, candidate k seeded with seed + k; a long drag can be split
+into `sequential` steps, each step editing the previous step's output.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTokenizer,
+                          CLIPVisionModelWithProjection)
+
+from model import checkpoint
+from model.attention import DragConditions, tile_batch
+from model.lightning_drag import LightningDragModel
+from model.lora import fuse_lora
+from model.points import DragInputError, point_maps, validate_drag
+from schemas.coords import crop_resize, scale_points
+
+SCHEDULES = ("none", "constant", "linear", "square", "inverse-square")
+SCHEDULERS = ("ddim", "lcm")
+DEFAULT_STEPS = {"ddim": 25, "lcm": 8}
+NOISE_PRIOR_TIMESTEP = 999
+
+
+def guidance_scale(schedule: str, scale: float, step: int, steps: int) -> float:
+    """Point-guidance scale at a step: decays from `scale` towards 1 as denoising proceeds."""
+    r = step / steps
+    if schedule == "constant":
+        return scale
+    if schedule == "linear":
+        return scale * (1 - r) + r
+    if schedule == "square":
+        return scale * (1 - r ** 2) + r ** 2
+    if schedule == "inverse-square":
+        return (scale - 1) * (1 - r) ** 2 + 1
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+@dataclass
+class EditResult:
+    images: list[np.ndarray]   # one HxWx3 uint8 image per candidate, at the input size
+    unet_calls: int            # backbone forward passes
+    unet_samples: int          # backbone evaluations (forward passes x batch)
+    appearance_calls: int      # appearance-encoder forward passes
+    seconds: float
+
+
+class DragEditPipeline:
+
+    def __init__(self, model: LightningDragModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer, image_encoder: CLIPVisionModelWithProjection,
+                 feature_extractor: CLIPImageProcessor, scheduler_config: dict, lcm: bool = False):
+        self.model, self.vae, self.text_encoder, self.tokenizer = model, vae, text_encoder, tokenizer
+        self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
+        self.scheduler_config, self.lcm = dict(scheduler_config), lcm
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str, base_dir: str, ip_adapter_dir: str,
+                        lcm_lora: str | None = None, vae_dir: str | None = None,
+                        fusion: str = "full", device: str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "DragEditPipeline":
+        for what, path in (("LightningDrag directory", model_dir), ("base model", base_dir),
+                           ("IP-Adapter directory", ip_adapter_dir)):
+            if not os.path.isdir(path):
+                raise checkpoint.CheckpointError(f"{what} {path}: not a directory")
+        load = checkpoint.load_pretrained
+        unet = load(UNet2DConditionModel, base_dir, "unet", dtype)
+        if lcm_lora:
+            fuse_lora(unet, checkpoint.load_tensor_file(lcm_lora))
+        vae = load(AutoencoderKL, vae_dir, None, dtype) if vae_dir else load(AutoencoderKL, base_dir, "vae", dtype)
+        text_encoder = load(CLIPTextModel, base_dir, "text_encoder", dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(base_dir, subfolder="tokenizer", local_files_only=True)
+        encoder_dir = os.path.join(ip_adapter_dir, checkpoint.IMAGE_ENCODER_DIR)
+        image_encoder = load(CLIPVisionModelWithProjection, encoder_dir, None, dtype)
+        if os.path.isfile(os.path.join(encoder_dir, "preprocessor_config.json")):
+            feature_extractor = CLIPImageProcessor.from_pretrained(encoder_dir)
+        else:  # the IP-Adapter release ships none; CLIP's defaults are what it was trained with
+            feature_extractor = CLIPImageProcessor()
+        scheduler_config = DDIMScheduler.load_config(base_dir, subfolder="scheduler")
+        model = checkpoint.load_lightning_drag(model_dir, unet, image_encoder.config.projection_dim,
+                                               ip_adapter_dir, fusion=fusion)
+        pipe = cls(model, vae, text_encoder, tokenizer, image_encoder, feature_extractor,
+                   scheduler_config, lcm=bool(lcm_lora))
+        return pipe.to(device)
+
+    def to(self, device) -> "DragEditPipeline":
+        for m in (self.model, self.vae, self.text_encoder, self.image_encoder):
+            m.to(device).eval()
+        self._text_cache.clear()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.unet.dtype
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """The (w, h) the backbone was built for."""
+        s = self.model.unet.config.sample_size * self.vae_factor
+        return (s, s)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_factor * 2 ** (len(self.model.unet.config.block_out_channels) - 1)
+
+    # --- encoders --------------------------------------------------------------------------
+
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        if prompt not in self._text_cache:
+            ids = self.tokenizer(prompt, padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length,
+                                 return_tensors="pt").input_ids
+            self._text_cache[prompt] = self.text_encoder(ids.to(self.device))[0].to(self.dtype)
+        return self._text_cache[prompt]
+
+    def encode_image_prompt(self, images: torch.Tensor) -> torch.Tensor:
+        pil = [Image.fromarray(im) for im in _to_uint8(images)]
+        pixels = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
+        embeds = self.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
+        return self.model.image_proj(embeds)
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        latents = self.vae.encode(images.to(self.dtype)).latent_dist.mode()
+        return latents * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return images.clamp(-1, 1)
+
+    # --- editing ---------------------------------------------------------------------------
+
+    def _check_resolution(self, resolution) -> tuple[int, int]:
+        if resolution is None:
+            return self.resolution
+        w, h = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        m = self.size_multiple
+        if w <= 0 or h <= 0 or w % m or h % m:
+            raise DragInputError(f"resolution {w}x{h} must be positive multiples of {m}")
+        return w, h
+
+    @torch.inference_mode()
+    def __call__(self, image, mask, handles, targets, prompt: str = "", steps: int | None = None,
+                 guidance: float = 4.0, schedule: str = "inverse-square", seed: int = 0,
+                 candidates: int = 1, sequential: int = 1, scheduler: str | None = None,
+                 resolution=None) -> EditResult:
+        image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise DragInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
+        mask = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
+        if mask.ndim != 2:
+            raise DragInputError(f"mask must be HxW, got shape {mask.shape}")
+        size = (image.shape[1], image.shape[0])
+        handles, targets = validate_drag(handles, targets, size, mask > 0)
+        scheduler = scheduler or ("lcm" if self.lcm else "ddim")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if scheduler == "lcm" and not self.lcm:
+            raise ValueError("the LCM scheduler needs an LCM-LoRA fused into the backbone "
+                             "(load the pipeline with lcm_lora=...)")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        steps = steps or DEFAULT_STEPS[scheduler]
+        if steps < 1 or candidates < 1 or sequential < 1:
+            raise ValueError("steps, candidates and sequential must be at least 1")
+
+        started = time.perf_counter()
+        res = self._check_resolution(resolution)
+        source = _to_tensor(crop_resize(image, (0, 0, *size), res)).to(self.device, self.dtype)
+        mask_res = cv2.resize((mask > 0).astype(np.uint8), res, interpolation=cv2.INTER_NEAREST)
+        mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
+        h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
+        generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(candidates)]
+        counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0}
+        for k in range(sequential):
+            step_handles = h_res + (t_res - h_res) * (k / sequential)
+            step_targets = h_res + (t_res - h_res) * ((k + 1) / sequential)
+            source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
+                                guidance, schedule, generators, scheduler, counts)
+        images = [crop_resize(im, (0, 0, *res), size) for im in _to_uint8(source)]
+        return EditResult(images=images, seconds=time.perf_counter() - started, **counts)
+
+    def _edit(self, source, mask, handles, targets, prompt, steps, guidance, schedule,
+              generators, scheduler_name, counts) -> torch.Tensor:
+        """One drag step at model resolution. source: (1 or C, 3, h, w) in [-1, 1]."""
+        model, c = self.model, len(generators)
+        res = (source.shape[3], source.shape[2])
+        guided = schedule != "none"
+        batch = 2 * c if guided else c
+
+        source_latents = self.encode_latents(source)
+        masked_latents = self.encode_latents(source * (mask < 0.5))
+        latent_mask = F.interpolate(mask, size=source_latents.shape[2:], mode="nearest")
+        empty = self.encode_text("")
+        bank = model.encode_appearance(source_latents, empty.expand(source.shape[0], -1, -1))
+        counts["appearance_calls"] += 1
+        handle_map, target_map = point_maps(handles, targets, res)
+        device = self.device
+        handle_emb, target_emb = model.embed_points(handle_map.to(device), target_map.to(device))
+        text = self.encode_text(prompt).expand(source.shape[0], -1, -1)
+        prompt_embeds = torch.cat([text, self.encode_image_prompt(source)], dim=1)
+        drag = DragConditions(bank=bank, handle_embeddings=handle_emb, target_embeddings=target_emb,
+                              points_on=(torch.arange(batch, device=device) >= c) if guided else None)
+
+        sched_cls = LCMScheduler if scheduler_name == "lcm" else DDIMScheduler
+        sched = sched_cls.from_config(self.scheduler_config)
+        sched.set_timesteps(steps, device=device)
+        shape = (c, *source_latents.shape[1:])
+        noise = randn_tensor(shape, generator=generators, device=device, dtype=self.dtype)
+        start = torch.full((c,), NOISE_PRIOR_TIMESTEP, device=device, dtype=torch.long)
+        latents = sched.add_noise(tile_batch(source_latents, c), noise, start)
+        condition = torch.cat([tile_batch(latent_mask, c), tile_batch(masked_latents, c)], dim=1)
+        encoder_states = tile_batch(prompt_embeds, batch)
+        for i, t in enumerate(sched.timesteps):
+            x = torch.cat([sched.scale_model_input(latents, t), condition], dim=1)
+            x = torch.cat([x, x]) if guided else x
+            pred = model(x, t.expand(batch), encoder_states, drag)
+            counts["unet_calls"] += 1
+            counts["unet_samples"] += batch
+            if guided:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + guidance_scale(schedule, guidance, i, steps) * (cond - uncond)
+            kwargs = {"generator": generators} if scheduler_name == "lcm" else {"eta": 0.0}
+            latents = sched.step(pred, t, latents, **kwargs).prev_sample
+        return self.decode_latents(latents)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(x.permute(0, 2, 3, 1).cpu().numpy())

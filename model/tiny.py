@@ -1,0 +1,81 @@
+"""A complete tiny random checkpoint tree in the public layout, for tests, the trainer and demos.
+
+    <root>/stable-diffusion-inpainting/        base (diffusers layout)
+    <root>/IP-Adapter/models/image_encoder/    CLIP vision encoder
+    <root>/IP-Adapter/models/ip-adapter_sd15.bin
+    <root>/lightning-drag-sd15/                appearance_encoder/, point_embedding/, attn .bin
+    <root>/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors   (kohya keys, as released)
+
+The names mirror the public checkpoints directory, so every tool takes `--checkpoints <root>`
+for either. Weights are seeded random: the point projections and LoRA are non-zero, so points
+and LCM-LoRA visibly change outputs.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import save_file
+from torch import nn
+
+from model.appearance_encoder import AppearanceEncoderModel
+from model.checkpoint import save_ip_adapter_file, save_lightning_drag
+from model.lightning_drag import ImageProjection, LightningDragModel
+from model.point_embedding import PointEmbedding
+from model.tiny_base import (TINY_IMAGE_EMBED_DIM, save_tiny_image_encoder,
+                             save_tiny_inpainting_base)
+
+LAYOUT = {
+    "base": "stable-diffusion-inpainting",
+    "ip_adapter": os.path.join("IP-Adapter", "models"),
+    "model_dir": "lightning-drag-sd15",
+    "lcm_lora": os.path.join("lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors"),
+}
+BASE_ALTERNATIVES = ("stable-diffusion-inpainting", "dreamshaper-8-inpainting")
+
+
+def checkpoint_paths(root: str) -> dict[str, str]:
+    """Paths of the components under a checkpoints directory (public names)."""
+    paths = {k: os.path.join(root, v) for k, v in LAYOUT.items()}
+    for name in BASE_ALTERNATIVES:  # the release's instructions use DreamShaper-8 inpainting
+        if os.path.isdir(os.path.join(root, name)):
+            paths["base"] = os.path.join(root, name)
+            break
+    return paths
+
+
+def random_lora(unet: nn.Module, rank: int = 4, std: float = 0.05) -> dict[str, torch.Tensor]:
+    """A kohya-format LoRA over the attention and feed-forward linears (as LCM-LoRA has)."""
+    state = {}
+    for name, m in unet.named_modules():
+        if isinstance(m, nn.Linear) and ".processor." not in name and ".transformer_blocks." in name:
+            stem = "lora_unet_" + name.replace(".", "_")
+            state[f"{stem}.lora_down.weight"] = torch.randn(rank, m.in_features) * std
+            state[f"{stem}.lora_up.weight"] = torch.randn(m.out_features, rank) * std
+            state[f"{stem}.alpha"] = torch.tensor(float(rank))
+    return state
+
+
+def save_tiny_checkpoints(root: str, seed: int = 0, point_embed_dim: int = 2,
+                          fusion: str = "full") -> dict[str, str]:
+    paths = checkpoint_paths(root)
+    save_tiny_inpainting_base(paths["base"], seed=seed)
+    save_tiny_image_encoder(os.path.join(paths["ip_adapter"], "image_encoder"), seed=seed + 1)
+    unet = UNet2DConditionModel.from_pretrained(paths["base"], subfolder="unet",
+                                                local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 2)
+        encoder = AppearanceEncoderModel.from_backbone(unet)
+        scales = len(unet.config.block_out_channels)
+        points = PointEmbedding(point_embed_dim, vae_scale=8, unet_scale=2 ** (scales - 1))
+        image_proj = ImageProjection(unet.config.cross_attention_dim, TINY_IMAGE_EMBED_DIM)
+        model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
+        for p in model.point_processors():  # a trained model's points do something
+            nn.init.normal_(p.proj.weight, std=0.5)
+        lora = random_lora(unet)
+    save_ip_adapter_file(model, paths["ip_adapter"])
+    save_lightning_drag(model, paths["model_dir"])
+    os.makedirs(os.path.dirname(paths["lcm_lora"]), exist_ok=True)
+    save_file(lora, paths["lcm_lora"])
+    return paths
