@@ -28,11 +28,16 @@ class DragConditions:
         `PointEmbedding`; a layer picks the one whose h_s * w_s equals its token count.
     points_on: (B,) bool over the backbone batch. Rows that are False get exactly zero point
         terms: the unconditional branch of point-following guidance.
+    cache: when a dict, each layer keeps the appearance keys/values and point terms it derives
+        from the fields above and reuses them on later calls. They do not depend on the noisy
+        latents, so inference computes them once per edit instead of once per step; training
+        leaves it None (one call per set of inputs, gradients flow).
     """
     bank: dict[str, torch.Tensor] = field(default_factory=dict)
     handle_embeddings: list[torch.Tensor] | None = None
     target_embeddings: list[torch.Tensor] | None = None
     points_on: torch.Tensor | None = None
+    cache: dict | None = None
 
 
 def tile_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -143,27 +148,42 @@ class PointAttnProcessor(nn.Module):
             e = torch.where(points_on.view(-1, 1, 1).to(e.device), e, torch.zeros_like(e))
         return e
 
+    def step_invariants(self, attn, drag: DragConditions | None, batch: int, tokens: int):
+        """Appearance keys/values and point terms for a backbone batch (None where absent)."""
+        if drag is None:
+            return None, None, None, None
+        key = (batch, tokens)
+        if drag.cache is not None and (self.layer, key) in drag.cache:
+            return drag.cache[self.layer, key]
+        ref_key = ref_value = target = handle = None
+        reference = drag.bank.get(self.layer)
+        if reference is not None:
+            # project the encoder's own batch, then tile: candidates and branches share it
+            reference = reference.to(attn.to_k.weight.dtype)
+            ref_key = tile_batch(attn.to_k(reference), batch)
+            ref_value = tile_batch(attn.to_v(reference), batch)
+        if drag.target_embeddings is not None:
+            target = self.point_terms(drag.target_embeddings, tokens, batch, drag.points_on)
+            if reference is not None:
+                handle = self.point_terms(drag.handle_embeddings, reference.shape[1], batch,
+                                          drag.points_on)
+        if drag.cache is not None:
+            drag.cache[self.layer, key] = (ref_key, ref_value, target, handle)
+        return ref_key, ref_value, target, handle
+
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, drag: DragConditions | None = None):
         _check_plain(attn, hidden_states, attention_mask)
         batch, tokens, _ = hidden_states.shape
+        ref_key, ref_value, target, handle = self.step_invariants(attn, drag, batch, tokens)
         query = attn.to_q(hidden_states)
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
-        reference = drag.bank.get(self.layer) if drag is not None else None
-        if reference is not None:
-            reference = tile_batch(reference.to(hidden_states.dtype), batch)
-            ref_key, ref_value = attn.to_k(reference), attn.to_v(reference)
-        if drag is not None and drag.target_embeddings is not None:
-            target = self.point_terms(drag.target_embeddings, tokens, batch, drag.points_on)
+        if target is not None:
             query = query + target
             key = key + target
-            if reference is not None:
-                handle = self.point_terms(drag.handle_embeddings, reference.shape[1], batch,
-                                          drag.points_on)
-                ref_key = ref_key + handle
-        if reference is not None:
-            key = torch.cat([key, ref_key], dim=1)
+        if ref_key is not None:
+            key = torch.cat([key, ref_key if handle is None else ref_key + handle], dim=1)
             value = torch.cat([value, ref_value], dim=1)
         return _output(attn, _attend(attn, query, key, value), hidden_states)
 

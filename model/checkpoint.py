@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.appearance_encoder import AppearanceEncoderModel
-from model.lightning_drag import ImageProjection, LightningDragModel
+from model.lightning_drag import FUSION_MODES, ImageProjection, LightningDragModel, is_fused
 from model.point_embedding import PointEmbedding
 
 APPEARANCE_DIR = "appearance_encoder"
@@ -164,9 +164,29 @@ def load_appearance_encoder(model_dir: str) -> AppearanceEncoderModel:
     return encoder
 
 
+def saved_fusion(what: str, unet, attn_state: dict) -> str:
+    """The fusion mode an attention-processor file was saved with: its point processors
+    (those with norm/proj keys) sit exactly on that mode's fused layers."""
+    self_layers = [(i, key[: -len(".processor")]) for i, key in enumerate(unet.attn_processors)
+                   if key.endswith("attn1.processor")]
+    with_points = {layer for i, layer in self_layers if f"{i}.norm.weight" in attn_state}
+    for mode in FUSION_MODES:
+        if with_points == {layer for _, layer in self_layers if is_fused(layer, mode)}:
+            return mode
+    raise CheckpointError(f"{what}: point processors on {len(with_points)} of "
+                          f"{len(self_layers)} self-attention layers match no fusion mode "
+                          f"{FUSION_MODES}")
+
+
 def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
-                        fusion: str = "full") -> LightningDragModel:
-    """Assemble the model from a base UNet and the LightningDrag and IP-Adapter files."""
+                        fusion: str | None = None) -> LightningDragModel:
+    """Assemble the model from a base UNet and the LightningDrag and IP-Adapter files.
+    `fusion` defaults to the mode the attention file was saved with."""
+    attn_path = os.path.join(model_dir, ATTN_FILE)
+    attn_state = load_tensor_file(attn_path)
+    found = saved_fusion(attn_path, unet, attn_state)
+    if fusion is not None and fusion != found:
+        raise CheckpointError(f"{attn_path}: saved with fusion {found!r}, not {fusion!r}")
     encoder = load_appearance_encoder(model_dir)
     point_path = os.path.join(model_dir, POINT_EMBEDDING_FILE)
     point_state = load_tensor_file(point_path)
@@ -185,9 +205,7 @@ def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
     check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
     image_proj.load_state_dict(proj_state)
 
-    model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
-    attn_path = os.path.join(model_dir, ATTN_FILE)
-    attn_state = load_tensor_file(attn_path)
+    model = LightningDragModel(unet, encoder, points, image_proj, fusion=found)
     attn_state.update(ip_state)  # IP-Adapter's own cross-attention weights win, as in the release
     processors = model.attention_processors
     check_state_dict(f"{attn_path} (+ IP-Adapter)", processors.state_dict(), attn_state)

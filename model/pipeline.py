@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTokenizer,
+from transformers import (CLIPImageProcessorPil, CLIPTextModel, CLIPTokenizer,
                           CLIPVisionModelWithProjection)
 
 from model import checkpoint
@@ -63,13 +63,16 @@ class EditResult:
     unet_samples: int          # backbone evaluations (forward passes x batch)
     appearance_calls: int      # appearance-encoder forward passes
     seconds: float
+    scheduler: str             # the settings actually used, defaults resolved
+    steps: int
+    resolution: tuple[int, int]
 
 
 class DragEditPipeline:
 
     def __init__(self, model: LightningDragModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, image_encoder: CLIPVisionModelWithProjection,
-                 feature_extractor: CLIPImageProcessor, scheduler_config: dict, lcm: bool = False):
+                 feature_extractor: CLIPImageProcessorPil, scheduler_config: dict, lcm: bool = False):
         self.model, self.vae, self.text_encoder, self.tokenizer = model, vae, text_encoder, tokenizer
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
         self.scheduler_config, self.lcm = dict(scheduler_config), lcm
@@ -81,7 +84,7 @@ class DragEditPipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str, base_dir: str, ip_adapter_dir: str,
                         lcm_lora: str | None = None, vae_dir: str | None = None,
-                        fusion: str = "full", device: str = "cpu",
+                        fusion: str | None = None, device: str = "cpu",
                         dtype: torch.dtype = torch.float32) -> "DragEditPipeline":
         for what, path in (("LightningDrag directory", model_dir), ("base model", base_dir),
                            ("IP-Adapter directory", ip_adapter_dir)):
@@ -96,10 +99,11 @@ class DragEditPipeline:
         tokenizer = CLIPTokenizer.from_pretrained(base_dir, subfolder="tokenizer", local_files_only=True)
         encoder_dir = os.path.join(ip_adapter_dir, checkpoint.IMAGE_ENCODER_DIR)
         image_encoder = load(CLIPVisionModelWithProjection, encoder_dir, None, dtype)
+        # The PIL flavour of CLIPImageProcessor: the same preprocessing without torchvision.
         if os.path.isfile(os.path.join(encoder_dir, "preprocessor_config.json")):
-            feature_extractor = CLIPImageProcessor.from_pretrained(encoder_dir)
+            feature_extractor = CLIPImageProcessorPil.from_pretrained(encoder_dir)
         else:  # the IP-Adapter release ships none; CLIP's defaults are what it was trained with
-            feature_extractor = CLIPImageProcessor()
+            feature_extractor = CLIPImageProcessorPil()
         scheduler_config = DDIMScheduler.load_config(base_dir, subfolder="scheduler")
         model = checkpoint.load_lightning_drag(model_dir, unet, image_encoder.config.projection_dim,
                                                ip_adapter_dir, fusion=fusion)
@@ -187,7 +191,7 @@ class DragEditPipeline:
                              "(load the pipeline with lcm_lora=...)")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        steps = steps or DEFAULT_STEPS[scheduler]
+        steps = DEFAULT_STEPS[scheduler] if steps is None else steps
         if steps < 1 or candidates < 1 or sequential < 1:
             raise ValueError("steps, candidates and sequential must be at least 1")
 
@@ -205,7 +209,8 @@ class DragEditPipeline:
             source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
                                 guidance, schedule, generators, scheduler, counts)
         images = [crop_resize(im, (0, 0, *res), size) for im in _to_uint8(source)]
-        return EditResult(images=images, seconds=time.perf_counter() - started, **counts)
+        return EditResult(images=images, seconds=time.perf_counter() - started, scheduler=scheduler,
+                          steps=steps, resolution=res, **counts)
 
     def _edit(self, source, mask, handles, targets, prompt, steps, guidance, schedule,
               generators, scheduler_name, counts) -> torch.Tensor:
@@ -227,7 +232,8 @@ class DragEditPipeline:
         text = self.encode_text(prompt).expand(source.shape[0], -1, -1)
         prompt_embeds = torch.cat([text, self.encode_image_prompt(source)], dim=1)
         drag = DragConditions(bank=bank, handle_embeddings=handle_emb, target_embeddings=target_emb,
-                              points_on=(torch.arange(batch, device=device) >= c) if guided else None)
+                              points_on=(torch.arange(batch, device=device) >= c) if guided else None,
+                              cache={})
 
         sched_cls = LCMScheduler if scheduler_name == "lcm" else DDIMScheduler
         sched = sched_cls.from_config(self.scheduler_config)

@@ -6,8 +6,8 @@
     <root>/lightning-drag-sd15/                appearance_encoder/, point_embedding/, attn .bin
     <root>/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors   (kohya keys, as released)
 
-The names mirror the public checkpoints directory, so every tool takes `--checkpoints <root>`
-for either. Weights are seeded random: the point projections and LoRA are non-zero, so points
+The names mirror the public checkpoints directory (model.layout), so every tool takes
+`--checkpoints <root>` for either. Weights are seeded random: the point projections and LoRA are non-zero, so points
 and LCM-LoRA visibly change outputs.
 """
 from __future__ import annotations
@@ -21,29 +21,11 @@ from torch import nn
 
 from model.appearance_encoder import AppearanceEncoderModel
 from model.checkpoint import save_ip_adapter_file, save_lightning_drag
+from model.layout import checkpoint_paths
 from model.lightning_drag import ImageProjection, LightningDragModel
 from model.point_embedding import PointEmbedding
 from model.tiny_base import (TINY_IMAGE_EMBED_DIM, save_tiny_image_encoder,
                              save_tiny_inpainting_base)
-
-LAYOUT = {
-    "base": "stable-diffusion-inpainting",
-    "ip_adapter": os.path.join("IP-Adapter", "models"),
-    "model_dir": "lightning-drag-sd15",
-    "lcm_lora": os.path.join("lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors"),
-}
-BASE_ALTERNATIVES = ("stable-diffusion-inpainting", "dreamshaper-8-inpainting")
-
-
-def checkpoint_paths(root: str) -> dict[str, str]:
-    """Paths of the components under a checkpoints directory (public names)."""
-    paths = {k: os.path.join(root, v) for k, v in LAYOUT.items()}
-    for name in BASE_ALTERNATIVES:  # the release's instructions use DreamShaper-8 inpainting
-        if os.path.isdir(os.path.join(root, name)):
-            paths["base"] = os.path.join(root, name)
-            break
-    return paths
-
 
 def random_lora(unet: nn.Module, rank: int = 4, std: float = 0.05) -> dict[str, torch.Tensor]:
     """A kohya-format LoRA over the attention and feed-forward linears (as LCM-LoRA has)."""

@@ -13,7 +13,7 @@ from model.checkpoint import (ATTN_FILE, CheckpointError, POINT_EMBEDDING_FILE,
                               save_ip_adapter_file, save_lightning_drag)
 from model.lora import LoRAError, fuse_lora
 from model.pipeline import DragEditPipeline
-from tests.model.conftest import scene
+from tests.model.conftest import fresh_model, scene
 
 
 def load(paths, **kw) -> DragEditPipeline:
@@ -177,3 +177,14 @@ def test_lcm_lora_changes_the_backbone(pipe, tiny_paths):
     a = {k: v for k, v in pipe.model.unet.state_dict().items() if "transformer_blocks" in k}
     b = plain.model.unet.state_dict()
     assert any(not torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_fusion_mode_is_read_from_the_attention_file(pipe, tiny_paths, tmp_path):
+    save_lightning_drag(fresh_model(pipe, "midup"), str(tmp_path / "ld"))
+    loaded = DragEditPipeline.from_pretrained(str(tmp_path / "ld"), tiny_paths["base"],
+                                              tiny_paths["ip_adapter"])
+    assert loaded.model.fusion == "midup"
+    with pytest.raises(CheckpointError) as e:
+        DragEditPipeline.from_pretrained(str(tmp_path / "ld"), tiny_paths["base"],
+                                         tiny_paths["ip_adapter"], fusion="full")
+    assert str(e.value) == f"{tmp_path / 'ld' / ATTN_FILE}: saved with fusion 'midup', not 'full'"

@@ -164,3 +164,18 @@ def test_point_processor_rejects_a_layer_without_a_matching_scale():
     p = PointAttnProcessor("down_blocks.0.attentions.0.transformer_blocks.0.attn1", 4, 8)
     with pytest.raises(ValueError, match=r"no point embedding has 100 positions \(scales \[\(8, 8\)\]\)"):
         p.point_terms([torch.zeros(1, 4, 8, 8)], 100, 1, None)
+
+
+def test_cached_step_invariants_give_the_same_output(pipe):
+    model = pipe.model
+    sample, t, states, source, maps = inputs(pipe)
+    bank = model.encode_appearance(source, torch.zeros(1, 77, 32))
+    handles, targets = model.embed_points(*maps)
+    on = torch.tensor([False, True])
+    with torch.no_grad():
+        plain = model(sample, t, states, DragConditions(bank, handles, targets, on))
+        cached = DragConditions(bank, handles, targets, on, cache={})
+        first = model(sample, t, states, cached)
+        assert len(cached.cache) == len(model.point_processors())
+        second = model(sample, t, states, cached)
+    assert torch.equal(plain, first) and torch.equal(plain, second)

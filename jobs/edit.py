@@ -1,0 +1,284 @@
+"""Drag-edit one image with a LightningDrag checkpoint.
+
+  python -m jobs.edit --image IN --mask MASK --drag "x0,y0->x1,y1; ..." --out OUT
+                      [--checkpoints ROOT | --model-dir D --base D --ip-adapter D]
+                      [--lcm-lora FILE] [--vae D] [--fusion full|midup|up] [--prompt TEXT]
+                      [--steps N] [--guidance G] [--schedule S] [--scheduler ddim|lcm]
+                      [--seed N] [--candidates K] [--sequential K] [--resolution N]
+                      [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+  python -m jobs.edit --image DRAGBENCH_SAMPLE_DIR --out OUT [options as above]
+
+Points are pixel coordinates of IN: x right, y down, origin top-left, pixel centres at
+integers; every handle and target must lie inside MASK (a PNG of IN's size, nonzero =
+editable). IN may instead be a DragBench sample folder (holding meta_data.pkl): its image,
+mask, points and prompt are used (--prompt overrides the prompt; --mask and --drag are refused).
+
+--checkpoints ROOT names a directory in the public layout (as `python -m jobs.make_tiny_model`
+writes): ROOT/lightning-drag-sd15, ROOT/stable-diffusion-inpainting (or
+dreamshaper-8-inpainting), ROOT/IP-Adapter/models, ROOT/lcm-lora-sdv1-5. --model-dir, --base
+and --ip-adapter override its parts. The LCM-LoRA is loaded only when --lcm-lora is given
+(then the scheduler defaults to lcm) or with --scheduler lcm (from ROOT if not given).
+Defaults: ddim 25 steps / lcm 8 steps, guidance 4 with the inverse-square schedule, the
+model's own resolution, cuda when available.
+
+OUT (a directory, created) receives edited.png (candidate 0), edited_<k>.png for further
+candidates, side_by_side.png (the source with the drags drawn, then each candidate) and
+edit.json (inputs, settings, timing and UNet counters). Exit status: 0 edited, 1 failure,
+2 bad usage or bad inputs (the message says which input and why).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+# Spelled out so that bad usage fails without importing torch; tests/jobs/test_edit.py checks
+# them against model.lightning_drag.FUSION_MODES and model.pipeline.SCHEDULES / SCHEDULERS.
+FUSION_MODES = ("full", "midup", "up")
+SCHEDULES = ("none", "constant", "linear", "square", "inverse-square")
+SCHEDULERS = ("ddim", "lcm")
+DTYPES = ("fp32", "fp16", "bf16")
+META_FILE = "meta_data.pkl"  # schemas.dragbench.META_FILE
+
+
+class UsageError(Exception):
+    """Bad command line or inputs: printed as `error: ...`, exit status 2."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m jobs.edit", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = ap.add_argument_group("inputs and output")
+    io.add_argument("--image", required=True, metavar="IN",
+                    help="source image file, or a DragBench sample folder")
+    io.add_argument("--mask", help="PNG of the editable region (nonzero = editable)")
+    io.add_argument("--drag", help='handle->target pairs, "x0,y0->x1,y1; x0,y0->x1,y1"')
+    io.add_argument("--prompt", help="text prompt (default: empty, or the DragBench sample's)")
+    io.add_argument("--out", required=True, metavar="OUT", help="output directory (created)")
+    ck = ap.add_argument_group("checkpoints")
+    ck.add_argument("--checkpoints", metavar="ROOT", help="checkpoints directory (public layout)")
+    ck.add_argument("--model-dir", metavar="D", help="LightningDrag directory")
+    ck.add_argument("--base", metavar="D", help="SD-1.5 inpainting base model directory")
+    ck.add_argument("--ip-adapter", metavar="D",
+                    help="IP-Adapter directory (image_encoder/, ip-adapter_sd15.bin)")
+    ck.add_argument("--lcm-lora", metavar="FILE", help="LCM-LoRA weights to fuse into the UNet")
+    ck.add_argument("--vae", metavar="D", help="VAE directory (default: the base model's)")
+    ck.add_argument("--fusion", choices=FUSION_MODES,
+                    help="expect this fusion mode (default: the one the checkpoint was saved with)")
+    s = ap.add_argument_group("sampling")
+    s.add_argument("--steps", type=_positive, help="denoising steps (default 25 ddim, 8 lcm)")
+    s.add_argument("--guidance", type=float, default=4.0,
+                   help="point-guidance scale (default 4.0)")
+    s.add_argument("--schedule", default="inverse-square", choices=SCHEDULES,
+                   help="how the guidance scale decays (default inverse-square)")
+    s.add_argument("--scheduler", choices=SCHEDULERS,
+                   help="default: lcm when an LCM-LoRA is loaded, else ddim")
+    s.add_argument("--seed", type=int, default=0, help="candidate k uses seed + k (default 0)")
+    s.add_argument("--candidates", type=_positive, default=1, help="edits to sample (default 1)")
+    s.add_argument("--sequential", type=_positive, default=1,
+                   help="split the drag into this many successive edits (default 1)")
+    s.add_argument("--resolution", type=_positive,
+                   help="square model resolution in pixels (default: the model's)")
+    s.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    s.add_argument("--dtype", default="fp32", choices=DTYPES, help="default fp32")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    edit_input = read_inputs(args)
+    paths = checkpoint_paths(args)
+
+    import torch
+
+    from model.checkpoint import CheckpointError
+    from model.drawing import draw_drag, side_by_side
+    from model.pipeline import DragEditPipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    started = time.perf_counter()
+    try:
+        pipe = DragEditPipeline.from_pretrained(
+            paths["model_dir"], paths["base"], paths["ip_adapter"], lcm_lora=paths["lcm_lora"],
+            vae_dir=paths["vae"], fusion=args.fusion, device=device, dtype=dtype)
+    except CheckpointError as e:
+        raise UsageError(e) from None
+    load_seconds = time.perf_counter() - started
+    try:
+        result = pipe(edit_input["image"], edit_input["mask"], edit_input["handles"],
+                      edit_input["targets"], prompt=edit_input["prompt"], steps=args.steps,
+                      guidance=args.guidance, schedule=args.schedule, seed=args.seed,
+                      candidates=args.candidates, sequential=args.sequential,
+                      scheduler=args.scheduler, resolution=args.resolution)
+    except ValueError as e:  # DragInputError included
+        raise UsageError(e) from None
+    settings = {"fusion": pipe.model.fusion, "scheduler": result.scheduler, "steps": result.steps,
+                "guidance": args.guidance, "schedule": args.schedule, "seed": args.seed,
+                "candidates": args.candidates, "sequential": args.sequential,
+                "resolution": list(result.resolution), "device": device, "dtype": args.dtype}
+
+    os.makedirs(args.out, exist_ok=True)
+    names = ["edited.png"] + [f"edited_{k}.png" for k in range(1, len(result.images))]
+    for name in os.listdir(args.out):  # candidates a previous run into OUT left behind
+        m = re.fullmatch(r"edited_(\d+)\.png", name)
+        if m and int(m.group(1)) >= len(result.images):
+            os.remove(os.path.join(args.out, name))
+    for name, im in zip(names, result.images):
+        Image.fromarray(im).save(os.path.join(args.out, name))
+    source = draw_drag(edit_input["image"], edit_input["handles"], edit_input["targets"],
+                       edit_input["mask"])
+    labels = ["source"] + [f"candidate {k}" for k in range(len(result.images))]
+    Image.fromarray(side_by_side([source, *result.images], labels)).save(
+        os.path.join(args.out, "side_by_side.png"))
+    h, w = edit_input["image"].shape[:2]
+    record = {
+        "inputs": {"image": os.path.abspath(args.image),
+                   "mask": os.path.abspath(args.mask) if args.mask else None,
+                   "dragbench_sample": edit_input["dragbench"], "size": [w, h],
+                   "prompt": edit_input["prompt"],
+                   "handles": np.asarray(edit_input["handles"]).tolist(),
+                   "targets": np.asarray(edit_input["targets"]).tolist()},
+        "checkpoints": {k: os.path.abspath(v) if v else None for k, v in paths.items()},
+        "settings": settings,
+        "result": {"seconds": result.seconds, "load_seconds": load_seconds,
+                   "unet_calls": result.unet_calls, "unet_samples": result.unet_samples,
+                   "appearance_calls": result.appearance_calls},
+        "outputs": {"edited": names, "side_by_side": "side_by_side.png"},
+    }
+    with open(os.path.join(args.out, "edit.json"), "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    print(f"edited {len(result.images)} candidate(s) in {result.seconds:.2f} s, "
+          f"{result.unet_calls} UNet calls -> {args.out}")
+    return 0
+
+
+def read_inputs(args) -> dict:
+    """The image, mask, points and prompt, checked against each other (before any model loads)."""
+    from model.points import DragInputError, parse_drag, validate_drag
+    from schemas.dragbench import DragBenchError, load_sample
+
+    if os.path.isdir(args.image):
+        if not os.path.isfile(os.path.join(args.image, META_FILE)):
+            raise UsageError(f"--image {args.image} is a directory without {META_FILE}, "
+                             "not a DragBench sample")
+        given = [flag for flag, v in (("--mask", args.mask), ("--drag", args.drag)) if v]
+        if given:
+            raise UsageError(f"{' and '.join(given)} cannot be used with a DragBench sample "
+                             f"folder ({args.image} provides its own mask and points)")
+        try:
+            sample = load_sample(args.image)
+        except DragBenchError as e:
+            raise UsageError(f"--image {args.image}: {e}") from None
+        image, mask, handles, targets = sample.image, sample.mask, sample.handles, sample.targets
+        prompt, dragbench = sample.prompt, True
+    else:
+        missing = [flag for flag, v in (("--mask", args.mask), ("--drag", args.drag)) if not v]
+        if missing:
+            raise UsageError(f"{' and '.join(missing)} required with an image file "
+                             "(only a DragBench sample folder brings its own)")
+        image = np.asarray(_open_image("--image", args.image).convert("RGB"))
+        mask = _read_mask(args.mask)
+        try:
+            handles, targets = parse_drag(args.drag)
+        except DragInputError as e:
+            raise UsageError(f"--drag: {e}") from None
+        prompt, dragbench = "", False
+    h, w = image.shape[:2]
+    try:
+        handles, targets = validate_drag(handles, targets, (w, h), mask > 0)
+    except DragInputError as e:
+        raise UsageError(e) from None
+    if args.prompt is not None:
+        prompt = args.prompt
+    return {"image": image, "mask": mask, "handles": handles, "targets": targets,
+            "prompt": prompt, "dragbench": dragbench}
+
+
+def _open_image(flag: str, path: str) -> Image.Image:
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except Exception as e:  # PIL raises several unrelated types for bad files
+        raise UsageError(f"{flag} {path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _read_mask(path: str) -> np.ndarray:
+    """uint8 0/255: nonzero (in any colour channel) = editable."""
+    im = _open_image("--mask", path)
+    if im.mode in ("1", "L", "I", "I;16", "F"):
+        editable = np.asarray(im) != 0
+    else:
+        editable = np.asarray(im.convert("RGB")).any(axis=2)
+    return np.where(editable, 255, 0).astype(np.uint8)
+
+
+def checkpoint_paths(args) -> dict:
+    """model_dir/base/ip_adapter/lcm_lora/vae paths from --checkpoints and the explicit flags."""
+    flags = {"model_dir": "--model-dir", "base": "--base", "ip_adapter": "--ip-adapter"}
+    from_root = {}
+    if args.checkpoints:
+        if not os.path.isdir(args.checkpoints):
+            raise UsageError(f"--checkpoints {args.checkpoints}: not a directory")
+        from model.layout import checkpoint_paths as layout
+        from_root = layout(args.checkpoints)
+    else:
+        missing = [flag for key, flag in flags.items() if getattr(args, key) is None]
+        if missing:
+            raise UsageError(f"no checkpoints: give --checkpoints ROOT, or all of --model-dir, "
+                             f"--base and --ip-adapter (missing {', '.join(missing)})")
+    paths = {}
+    for key, flag in flags.items():
+        path = getattr(args, key) or from_root[key]
+        where = flag if getattr(args, key) else f"--checkpoints ({flag})"
+        if not os.path.isdir(path):
+            raise UsageError(f"{where} {path}: not a directory")
+        paths[key] = path
+    paths["lcm_lora"] = args.lcm_lora
+    if args.lcm_lora is None and args.scheduler == "lcm":
+        if not from_root:
+            raise UsageError("--scheduler lcm needs an LCM-LoRA: give --lcm-lora FILE or "
+                             "--checkpoints ROOT")
+        paths["lcm_lora"] = from_root["lcm_lora"]
+    if paths["lcm_lora"] and not os.path.isfile(paths["lcm_lora"]):
+        where = "--lcm-lora" if args.lcm_lora else "--checkpoints (LCM-LoRA)"
+        raise UsageError(f"{where} {paths['lcm_lora']}: file not found")
+    if args.vae and not os.path.isdir(args.vae):
+        raise UsageError(f"--vae {args.vae}: not a directory")
+    paths["vae"] = args.vae
+    return paths
+
+
+if __name__ == "__main__":
+    sys.exit(main())
