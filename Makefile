@@ -7,7 +7,7 @@ TORCH_PIN := $(shell grep -oE '^ *torch==[0-9.]+' setup.cfg | tr -d ' ')
 COTRACKER_PIN := $(shell sed -n 's/^cotracker *= *//p' setup.cfg)
 DEMO ?= demo
 
-.PHONY: setup demo test test-fast bench vendor-cotracker clean
+.PHONY: setup demo edit-demo test test-fast bench bench-edit vendor-cotracker clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,12 @@ demo: setup
 	$(PY) -m jobs.make_videos --output $(DEMO)/videos --repeat 2 --bad-inputs
 	$(PY) -m jobs.build_pairs --input $(DEMO)/videos --output $(DEMO)/pairs
 
+# Tiny random checkpoints in the public layout, then one drag edit of a DragBench sample.
+edit-demo: setup
+	test -d $(DEMO)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(DEMO)/checkpoints
+	$(PY) -m jobs.edit --checkpoints $(DEMO)/checkpoints --resolution 128 --candidates 2 \
+		--image tests/fixtures/dragbench/animals/JH_2023-09-14-1823-59 --out $(DEMO)/edit
+
 test: setup vendor-cotracker
 	$(PY) -m pytest -q -rs
 
@@ -42,6 +48,9 @@ test-fast: setup vendor-cotracker
 
 bench: setup vendor-cotracker
 	$(PY) bench/pipeline.py
+
+bench-edit: setup
+	$(PY) bench/edit.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) $(DEMO)

@@ -9,10 +9,13 @@
              point embedding (random weights time the same as trained ones).
 
 Rows: DDIM-25 and LCM-8, each with point guidance (inverse-square, [uncond, cond] batch of 2)
-and without. For each: median seconds per edit over --repeats after one warm-up edit, backbone
-forward passes and evaluations per edit, appearance-encoder passes per edit (must be 1), and the
-baseline: the same number of forward passes at the same batch through a plain diffusers UNet
-with the same weights and no LightningDrag processors (the floor the denoising loop can reach).
+and without. For each: median seconds per edit over --repeats after one warm-up edit and the
+part spent in the denoising loop, backbone forward passes and evaluations per edit,
+appearance-encoder passes per edit (must be 1), and the baseline: the same number of forward
+passes at the same batch through a plain diffusers UNet with the same weights and no
+LightningDrag processors (the floor the denoising loop can reach). The rest of an edit is
+fixed cost: VAE encode (source, masked source) and decode, the appearance encoder, the CLIP
+image and text encoders.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def tiny_pipeline(device, dtype) -> DragEditPipeline:
 
 def sd15_pipeline(device, dtype) -> DragEditPipeline:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
+    from transformers import (CLIPImageProcessorPil, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
                               CLIPVisionConfig, CLIPVisionModelWithProjection)
 
     from model import architectures as arch
@@ -63,7 +66,8 @@ def sd15_pipeline(device, dtype) -> DragEditPipeline:
         unet = UNet2DConditionModel(**arch.SD15_INPAINT_UNET)
         encoder = AppearanceEncoderModel.from_backbone(unet)
         points = PointEmbedding(arch.PUBLIC_POINT_EMBED_DIM, 8, 8)
-        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**arch.IP_ADAPTER_SD15_IMAGE_ENCODER))
+        vision = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(**arch.IP_ADAPTER_SD15_IMAGE_ENCODER))
         proj = ImageProjection(768, arch.IP_ADAPTER_SD15_IMAGE_ENCODER["projection_dim"])
         model = LightningDragModel(unet, encoder, points, proj)
         vae = AutoencoderKL(**arch.SD15_VAE)
@@ -74,7 +78,7 @@ def sd15_pipeline(device, dtype) -> DragEditPipeline:
     tokenizer = CLIPTokenizer.from_pretrained(tok_root, subfolder="tokenizer")
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1).config
-    pipe = DragEditPipeline(model, vae, text, tokenizer, vision, CLIPImageProcessor(), scheduler,
+    pipe = DragEditPipeline(model, vae, text, tokenizer, vision, CLIPImageProcessorPil(), scheduler,
                             lcm=True)
     for m in (model, vae, text, vision):
         m.to(device, dtype)
@@ -85,9 +89,10 @@ def bare_unet(pipe: DragEditPipeline):
     """The backbone's weights in a plain diffusers UNet (default attention processors)."""
     from diffusers import UNet2DConditionModel
     src = pipe.model.unet
-    unet = UNet2DConditionModel.from_config(src.config)
+    with torch.device(src.device):
+        unet = UNet2DConditionModel.from_config(src.config).to(dtype=src.dtype)
     unet.load_state_dict({k: v for k, v in src.state_dict().items() if ".processor." not in k})
-    return unet.to(src.device, src.dtype).eval()
+    return unet.eval()
 
 
 def sync(device):
@@ -113,19 +118,23 @@ def time_bare_loop(unet, calls, batch, res, device, dtype, repeats) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["tiny", "sd15"], default="tiny")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=list(DTYPES), default=None)
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--schedulers", nargs="+", choices=["ddim", "lcm"], default=["ddim", "lcm"],
+                    help="rows to run (default both)")
     ap.add_argument("--out", default=os.path.join("bench", "out", "edit.json"))
     args = ap.parse_args(argv)
     dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
     dtype = DTYPES[dtype_name]
 
     started = time.perf_counter()
-    pipe = tiny_pipeline(args.device, dtype) if args.size == "tiny" else sd15_pipeline(args.device, dtype)
+    build = tiny_pipeline if args.size == "tiny" else sd15_pipeline
+    pipe = build(args.device, dtype)
     print(f"built {args.size} pipeline in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     bare = bare_unet(pipe)
     res = args.resolution
@@ -138,16 +147,20 @@ def main(argv=None) -> int:
 
     rows = []
     for label, scheduler, steps, schedule in ROWS:
+        if scheduler not in args.schedulers:
+            continue
         kw = dict(steps=steps, scheduler=scheduler, schedule=schedule, resolution=res)
         pipe(image, mask, handles, targets, **kw)  # warm-up
         results = [pipe(image, mask, handles, targets, seed=i, **kw) for i in range(args.repeats)]
         r = results[0]
         seconds = statistics.median(x.seconds for x in results)
+        loop = statistics.median(x.denoise_seconds for x in results)
         batch = r.unet_samples // r.unet_calls
         baseline = time_bare_loop(bare, r.unet_calls, batch, res, args.device, dtype, args.repeats)
-        rows.append(dict(row=label, seconds=seconds, unet_calls=r.unet_calls,
-                         unet_samples=r.unet_samples, appearance_calls=r.appearance_calls,
-                         bare_loop_seconds=baseline, ratio=seconds / baseline))
+        rows.append(dict(row=label, seconds=seconds, denoise_seconds=loop,
+                         unet_calls=r.unet_calls, unet_samples=r.unet_samples,
+                         appearance_calls=r.appearance_calls, bare_loop_seconds=baseline,
+                         loop_ratio=loop / baseline))
         print(f"{label}: {seconds:.3f} s", file=sys.stderr, flush=True)
 
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
@@ -155,12 +168,13 @@ def main(argv=None) -> int:
                         f"{os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     print(f"\n{args.size} architecture, {res}x{res}, {dtype_name}, {device_name}, torch "
           f"{torch.__version__}, median of {args.repeats} after a warm-up\n")
-    print("| edit | s / edit | UNet passes | UNet evaluations | appearance passes "
-          "| bare UNet loop s | edit / bare |")
-    print("|---|---|---|---|---|---|---|")
+    print("| edit | s / edit | of which denoising | UNet passes | UNet evaluations "
+          "| appearance passes | bare UNet loop s | denoising / bare loop |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['row']} | {r['seconds']:.3f} | {r['unet_calls']} | {r['unet_samples']} | "
-              f"{r['appearance_calls']} | {r['bare_loop_seconds']:.3f} | {r['ratio']:.2f} |")
+        print(f"| {r['row']} | {r['seconds']:.3f} | {r['denoise_seconds']:.3f} | "
+              f"{r['unet_calls']} | {r['unet_samples']} | {r['appearance_calls']} | "
+              f"{r['bare_loop_seconds']:.3f} | {r['loop_ratio']:.2f} |")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(dict(size=args.size, resolution=res, dtype=dtype_name, device=device_name,

@@ -27,7 +27,8 @@ class AppearanceEncoderModel(UNet2DConditionModel):
         last = attention.transformer_blocks[-1]
         for name in ("to_q", "to_k", "to_v", "to_out"):
             delattr(last.attn1, name)
-        last.norm2, last.attn2, last.norm3, last.ff = nn.Identity(), None, nn.Identity(), nn.Identity()
+        last.norm2, last.norm3, last.ff = nn.Identity(), nn.Identity(), nn.Identity()
+        last.attn2 = None
         attention.proj_out = nn.Identity()
         self.conv_norm_out, self.conv_act, self.conv_out = None, None, nn.Identity()
 
@@ -50,7 +51,8 @@ class AppearanceEncoderModel(UNet2DConditionModel):
         encoder.load_state_dict({k: state[k] for k in own})
         return encoder if unet.dtype == encoder.dtype else encoder.to(dtype=unet.dtype)
 
-    def encode(self, latents: torch.Tensor, text_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode(self, latents: torch.Tensor,
+               text_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         """Clean source latents (b, 4, h, w) -> bank {layer name: (b, tokens, channels)}."""
         drag = DragConditions()
         timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Attention processors: how the backbone reads the appearance tokens, the points and the image prompt.
+"""Attention processors: how the backbone reads appearance tokens, points and the image prompt.
 
 Everything here plugs into diffusers through its extension point, `Attention.processor`, and
 receives per-call inputs through `cross_attention_kwargs={"drag": DragConditions(...)}`
@@ -139,7 +139,8 @@ class PointAttnProcessor(nn.Module):
         match = [e for e in embeddings if e.shape[2] * e.shape[3] == tokens]
         if not match:
             sizes = [tuple(e.shape[2:]) for e in embeddings]
-            raise ValueError(f"{self.layer}: no point embedding has {tokens} positions (scales {sizes})")
+            raise ValueError(f"{self.layer}: no point embedding has {tokens} positions "
+                             f"(scales {sizes})")
         e = match[0].flatten(2).transpose(1, 2)  # (b, tokens, embed_dim)
         e = self.proj(self.norm(e.to(self.proj.weight.dtype)))
         e = tile_batch(e, batch)

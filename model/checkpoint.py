@@ -70,7 +70,8 @@ def load_tensor_file(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # an unpickling refusal is an error about this file, say which
-        raise CheckpointError(f"{path}: not a weights-only torch file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a weights-only torch file "
+                              f"({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
     return state
@@ -78,9 +79,9 @@ def load_tensor_file(path: str) -> dict:
 
 def _publish(write, path: str) -> None:
     """Write through a temporary file in the same directory, then rename: complete or absent."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=os.path.basename(path) + ".",
-                               suffix=".tmp")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -112,7 +113,8 @@ def load_pretrained(cls, path: str, subfolder: str | None = None, dtype=None):
         kwargs["torch_dtype"] = dtype
     model, info = cls.from_pretrained(path, **kwargs)
     problems = [f"{kind.replace('_', ' ')}: {_names(info[kind])}"
-                for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)]
+                for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+                if info.get(kind)]
     if problems:
         raise CheckpointError(f"{where}: " + "; ".join(problems))
     return model
@@ -201,7 +203,8 @@ def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
     cross = unet.config.cross_attention_dim
     if "proj.weight" not in proj_state:
         raise CheckpointError(f"{ip_dir}: image_proj has no proj.weight")
-    image_proj = ImageProjection(cross, image_embed_dim, proj_state["proj.weight"].shape[0] // cross)
+    tokens = proj_state["proj.weight"].shape[0] // cross
+    image_proj = ImageProjection(cross, image_embed_dim, tokens)
     check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
     image_proj.load_state_dict(proj_state)
 

@@ -78,7 +78,8 @@ class LightningDragModel(nn.Module):
                 backbone[key] = IPAttnProcessor(width, unet.config.cross_attention_dim,
                                                 image_proj.num_tokens)
             elif is_fused(layer, fusion):
-                backbone[key] = PointAttnProcessor(layer, dims[layer_scale(layer, num_scales)], width)
+                dim = dims[layer_scale(layer, num_scales)]
+                backbone[key] = PointAttnProcessor(layer, dim, width)
             else:
                 backbone[key] = PlainAttnProcessor()
         writer = {}
@@ -112,6 +113,7 @@ class LightningDragModel(nn.Module):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
                 encoder_hidden_states: torch.Tensor, drag: DragConditions) -> torch.Tensor:
         """sample: (B, 9, h, w) = [noisy latents, mask, masked-image latents];
-        encoder_hidden_states: (B, text + image-prompt tokens, dim). Returns the noise prediction."""
+        encoder_hidden_states: (B, text + image-prompt tokens, dim).
+        Returns the noise prediction."""
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                          cross_attention_kwargs={"drag": drag}, return_dict=False)[0]

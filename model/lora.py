@@ -49,7 +49,8 @@ def fuse_lora(unet: nn.Module, state: dict[str, torch.Tensor], scale: float = 1.
     groups = _group(state, targets)
     for name, g in sorted(groups.items()):
         if "down" not in g or "up" not in g:
-            raise LoRAError(f"LoRA for {name} lacks its {'down' if 'down' not in g else 'up'} matrix")
+            part = "down" if "down" not in g else "up"
+            raise LoRAError(f"LoRA for {name} lacks its {part} matrix")
         down, up = g["down"].float(), g["up"].float()
         rank = down.shape[0]
         factor = scale * (float(g["alpha"]) / rank if "alpha" in g else 1.0)

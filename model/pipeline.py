@@ -62,7 +62,8 @@ class EditResult:
     unet_calls: int            # backbone forward passes
     unet_samples: int          # backbone evaluations (forward passes x batch)
     appearance_calls: int      # appearance-encoder forward passes
-    seconds: float
+    seconds: float             # the whole call
+    denoise_seconds: float     # of which the denoising loops (the rest: encoders, VAE, resizing)
     scheduler: str             # the settings actually used, defaults resolved
     steps: int
     resolution: tuple[int, int]
@@ -72,8 +73,10 @@ class DragEditPipeline:
 
     def __init__(self, model: LightningDragModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, image_encoder: CLIPVisionModelWithProjection,
-                 feature_extractor: CLIPImageProcessorPil, scheduler_config: dict, lcm: bool = False):
-        self.model, self.vae, self.text_encoder, self.tokenizer = model, vae, text_encoder, tokenizer
+                 feature_extractor: CLIPImageProcessorPil, scheduler_config: dict,
+                 lcm: bool = False):
+        self.model, self.vae = model, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
         self.scheduler_config, self.lcm = dict(scheduler_config), lcm
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -94,9 +97,11 @@ class DragEditPipeline:
         unet = load(UNet2DConditionModel, base_dir, "unet", dtype)
         if lcm_lora:
             fuse_lora(unet, checkpoint.load_tensor_file(lcm_lora))
-        vae = load(AutoencoderKL, vae_dir, None, dtype) if vae_dir else load(AutoencoderKL, base_dir, "vae", dtype)
+        vae = (load(AutoencoderKL, vae_dir, None, dtype) if vae_dir
+               else load(AutoencoderKL, base_dir, "vae", dtype))
         text_encoder = load(CLIPTextModel, base_dir, "text_encoder", dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(base_dir, subfolder="tokenizer", local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(base_dir, subfolder="tokenizer",
+                                                  local_files_only=True)
         encoder_dir = os.path.join(ip_adapter_dir, checkpoint.IMAGE_ENCODER_DIR)
         image_encoder = load(CLIPVisionModelWithProjection, encoder_dir, None, dtype)
         # The PIL flavour of CLIPImageProcessor: the same preprocessing without torchvision.
@@ -202,7 +207,8 @@ class DragEditPipeline:
         mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
         h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
         generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(candidates)]
-        counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0}
+        counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0,
+                  "denoise_seconds": 0.0}
         for k in range(sequential):
             step_handles = h_res + (t_res - h_res) * (k / sequential)
             step_targets = h_res + (t_res - h_res) * ((k + 1) / sequential)
@@ -231,9 +237,9 @@ class DragEditPipeline:
         handle_emb, target_emb = model.embed_points(handle_map.to(device), target_map.to(device))
         text = self.encode_text(prompt).expand(source.shape[0], -1, -1)
         prompt_embeds = torch.cat([text, self.encode_image_prompt(source)], dim=1)
+        points_on = torch.arange(batch, device=device) >= c if guided else None
         drag = DragConditions(bank=bank, handle_embeddings=handle_emb, target_embeddings=target_emb,
-                              points_on=(torch.arange(batch, device=device) >= c) if guided else None,
-                              cache={})
+                              points_on=points_on, cache={})
 
         sched_cls = LCMScheduler if scheduler_name == "lcm" else DDIMScheduler
         sched = sched_cls.from_config(self.scheduler_config)
@@ -244,6 +250,8 @@ class DragEditPipeline:
         latents = sched.add_noise(tile_batch(source_latents, c), noise, start)
         condition = torch.cat([tile_batch(latent_mask, c), tile_batch(masked_latents, c)], dim=1)
         encoder_states = tile_batch(prompt_embeds, batch)
+        _sync(device)
+        loop_started = time.perf_counter()
         for i, t in enumerate(sched.timesteps):
             x = torch.cat([sched.scale_model_input(latents, t), condition], dim=1)
             x = torch.cat([x, x]) if guided else x
@@ -255,7 +263,14 @@ class DragEditPipeline:
                 pred = uncond + guidance_scale(schedule, guidance, i, steps) * (cond - uncond)
             kwargs = {"generator": generators} if scheduler_name == "lcm" else {"eta": 0.0}
             latents = sched.step(pred, t, latents, **kwargs).prev_sample
+        _sync(device)
+        counts["denoise_seconds"] += time.perf_counter() - loop_started
         return self.decode_latents(latents)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # time what the GPU did, not what was queued
+        torch.cuda.synchronize(device)
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -70,6 +70,7 @@ class PointEmbedding(nn.Module):
         if "conv_in.weight" not in state_dict:
             raise KeyError("missing key conv_in.weight")
         embed_dim = state_dict["conv_in.weight"].shape[0] // 2
-        n_vae = len({k.split(".")[1] for k in state_dict if k.startswith("downsample_blocks_vae.")})
-        n_unet = len({k.split(".")[1] for k in state_dict if k.startswith("downsample_blocks_unet.")})
+        def blocks(prefix):
+            return len({k.split(".")[1] for k in state_dict if k.startswith(prefix)})
+        n_vae, n_unet = blocks("downsample_blocks_vae."), blocks("downsample_blocks_unet.")
         return cls(embed_dim, 2 ** n_vae, 2 ** n_unet)

@@ -17,7 +17,8 @@ class DragInputError(ValueError):
     """A drag edit's inputs are inconsistent; the message says which input and why."""
 
 
-_PAIR = re.compile(r"^\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*->\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*$")
+_NUMBER = r"\s*([-+0-9.eE]+)\s*"
+_PAIR = re.compile(f"^{_NUMBER},{_NUMBER}->{_NUMBER},{_NUMBER}$")
 
 
 def parse_drag(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +46,8 @@ def validate_drag(handles, targets, size: tuple[int, int], mask: np.ndarray | No
     Both handles and targets must lie inside the image and inside the mask (the editable
     region), and there must be as many targets as handles, at least one of each.
     """
-    handles = np.asarray(handles, dtype=np.float64).reshape(-1, 2) if len(handles) else np.zeros((0, 2))
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 2) if len(targets) else np.zeros((0, 2))
+    handles = np.asarray(handles, dtype=np.float64).reshape(-1, 2)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 2)
     if len(handles) == 0 or len(targets) == 0:
         raise DragInputError(f"empty point list: {len(handles)} handles, {len(targets)} targets; "
                              "a drag needs at least one handle->target pair")

@@ -7,8 +7,8 @@
     <root>/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors   (kohya keys, as released)
 
 The names mirror the public checkpoints directory (model.layout), so every tool takes
-`--checkpoints <root>` for either. Weights are seeded random: the point projections and LoRA are non-zero, so points
-and LCM-LoRA visibly change outputs.
+`--checkpoints <root>` for either. Weights are seeded random: the point projections and LoRA
+are non-zero, so points and LCM-LoRA visibly change outputs.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def random_lora(unet: nn.Module, rank: int = 4, std: float = 0.05) -> dict[str, 
     """A kohya-format LoRA over the attention and feed-forward linears (as LCM-LoRA has)."""
     state = {}
     for name, m in unet.named_modules():
-        if isinstance(m, nn.Linear) and ".processor." not in name and ".transformer_blocks." in name:
+        in_blocks = ".transformer_blocks." in name and ".processor." not in name
+        if isinstance(m, nn.Linear) and in_blocks:
             stem = "lora_unet_" + name.replace(".", "_")
             state[f"{stem}.lora_down.weight"] = torch.randn(rank, m.in_features) * std
             state[f"{stem}.lora_up.weight"] = torch.randn(m.out_features, rank) * std

@@ -23,7 +23,7 @@ W, H = 96, 80
 DRAG = "20,20->30,25; 60,50->50,40"
 HANDLES = [[20.0, 20.0], [60.0, 50.0]]
 TARGETS = [[30.0, 25.0], [50.0, 40.0]]
-DRAGBENCH = Path("/work/shared/fixtures/dragbench/animals/JH_2023-09-14-1823-59")
+DRAGBENCH = REPO / "tests" / "fixtures" / "dragbench" / "animals" / "JH_2023-09-14-1823-59"
 LAYOUT_FILES = [
     "stable-diffusion-inpainting/unet/config.json",
     "IP-Adapter/models/ip-adapter_sd15.bin",
