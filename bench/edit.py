@@ -90,7 +90,9 @@ def bare_unet(pipe: DragEditPipeline):
     from diffusers import UNet2DConditionModel
     src = pipe.model.unet
     with torch.device(src.device):
-        unet = UNet2DConditionModel.from_config(src.config).to(dtype=src.dtype)
+        unet = UNet2DConditionModel.from_config(src.config)
+    if unet.dtype != src.dtype:
+        unet = unet.to(dtype=src.dtype)
     unet.load_state_dict({k: v for k, v in src.state_dict().items() if ".processor." not in k})
     return unet.eval()
 
