@@ -54,6 +54,15 @@ def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarr
     return cv2.resize(crop, tuple(out_size), interpolation=interp)
 
 
+def inside_image(pts: np.ndarray, size: tuple) -> np.ndarray:
+    """(N,) bool: whether each (x, y) point lies on a pixel of an image of size=(w, h), i.e.
+    -0.5 <= x < w - 0.5 and the same for y (NaN is outside)."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    w, h = size
+    return ((pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5)
+            & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5))   # NaN compares False
+
+
 def round_to_pixel(pts: np.ndarray, size: tuple) -> np.ndarray:
     """(x, y) points of an image of size=(w, h) -> integer (x, y) indices of their pixels.
 
@@ -66,8 +75,7 @@ def round_to_pixel(pts: np.ndarray, size: tuple) -> np.ndarray:
         raise ValueError(f"points must have shape (2,) or (N, 2), got {pts.shape}")
     w, h = size
     flat = pts.reshape(-1, 2)
-    inside = ((flat[:, 0] >= -0.5) & (flat[:, 0] < w - 0.5)
-              & (flat[:, 1] >= -0.5) & (flat[:, 1] < h - 0.5))   # NaN compares False
+    inside = inside_image(flat, size)
     if not inside.all():
         i = int(np.argmin(inside))
         x, y = flat[i]

@@ -29,6 +29,8 @@ from numpy._core import multiarray as _multiarray
 from numpy._core import numeric as _numeric
 from PIL import Image
 
+from schemas.coords import inside_image
+
 IMAGE_FILE = "original_image.png"
 META_FILE = "meta_data.pkl"
 META_KEYS = ("prompt", "points", "mask")
@@ -107,8 +109,7 @@ def _parse_points(points, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     if len(pts) % 2:
         raise DragBenchError(f"{META_FILE}: {len(pts)} points; handles and targets must "
                              "alternate, so the count must be even")
-    inside = ((pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5)      # as schemas.coords.round_to_pixel;
-              & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5))   # NaN compares False: outside
+    inside = inside_image(pts, (w, h))
     if not inside.all():
         i = int(np.argmin(inside))
         role = "handle" if i % 2 == 0 else "target"
