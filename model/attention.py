@@ -74,11 +74,22 @@ def _check_plain(attn, hidden_states, attention_mask):
                          "spatial or group norm")
 
 
-class PlainAttnProcessor(nn.Module):
-    """Ordinary attention (self or cross), for layers that take no drag inputs."""
+class Processor(nn.Module):
+    """Base of our processors. diffusers reads `__call__`'s signature to choose which
+    cross_attention_kwargs to pass, so it is spelled out; it goes through nn.Module.__call__ so
+    module hooks (DeepSpeed ZeRO-3 gathers parameters in them) run. Subclasses define forward."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, drag: DragConditions | None = None):
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                                drag)
+
+
+class PlainAttnProcessor(Processor):
+    """Ordinary attention (self or cross), for layers that take no drag inputs."""
+
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                temb=None, drag: DragConditions | None = None):
         _check_plain(attn, hidden_states, attention_mask)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
@@ -94,14 +105,14 @@ class AppearanceWriteProcessor(PlainAttnProcessor):
         super().__init__()
         self.layer = layer
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, drag: DragConditions | None = None):
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                temb=None, drag: DragConditions | None = None):
         if drag is not None:
             drag.bank[self.layer] = hidden_states
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return super().forward(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
-class AppearanceRecordOnlyProcessor(nn.Module):
+class AppearanceRecordOnlyProcessor(Processor):
     """The encoder's last self-attention: only its input is used, so nothing is computed.
 
     That layer has no projection weights (see `AppearanceEncoderModel`), as in the public layout.
@@ -111,14 +122,14 @@ class AppearanceRecordOnlyProcessor(nn.Module):
         super().__init__()
         self.layer = layer
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, drag: DragConditions | None = None):
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                temb=None, drag: DragConditions | None = None):
         if drag is not None:
             drag.bank[self.layer] = hidden_states
         return torch.zeros_like(hidden_states)
 
 
-class PointAttnProcessor(nn.Module):
+class PointAttnProcessor(Processor):
     """Backbone self-attention that reads the appearance tokens and the point embeddings.
 
     Keys and values cover [own tokens, appearance tokens]. The point embedding of this layer's
@@ -172,8 +183,8 @@ class PointAttnProcessor(nn.Module):
             drag.cache[self.layer, key] = (ref_key, ref_value, target, handle)
         return ref_key, ref_value, target, handle
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, drag: DragConditions | None = None):
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                temb=None, drag: DragConditions | None = None):
         _check_plain(attn, hidden_states, attention_mask)
         batch, tokens, _ = hidden_states.shape
         ref_key, ref_value, target, handle = self.step_invariants(attn, drag, batch, tokens)
@@ -189,7 +200,7 @@ class PointAttnProcessor(nn.Module):
         return _output(attn, _attend(attn, query, key, value), hidden_states)
 
 
-class IPAttnProcessor(nn.Module):
+class IPAttnProcessor(Processor):
     """Cross-attention over the text tokens plus IP-Adapter's image-prompt tokens (the last
     `num_tokens` of encoder_hidden_states). State-dict keys: to_k_ip.weight, to_v_ip.weight."""
 
@@ -201,8 +212,8 @@ class IPAttnProcessor(nn.Module):
         self.to_k_ip = nn.Linear(cross_attention_dim, hidden_size, bias=False)
         self.to_v_ip = nn.Linear(cross_attention_dim, hidden_size, bias=False)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, drag: DragConditions | None = None):
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                temb=None, drag: DragConditions | None = None):
         _check_plain(attn, hidden_states, attention_mask)
         if encoder_hidden_states is None or encoder_hidden_states.shape[1] <= self.num_tokens:
             raise ValueError(f"IP-Adapter cross-attention needs text tokens followed by "

@@ -6,15 +6,12 @@ same config, so one dataset never mixes two configurations.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional
 
-import yaml
+from schemas.typed_config import ConfigError, build, load_yaml, to_dict, to_yaml
 
-
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "PipelineConfig", "from_dict", "load_config"]
 
 
 @dataclass
@@ -118,55 +115,17 @@ class PipelineConfig:
         return self
 
     def to_dict(self) -> dict:
-        return {section: {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-                if isinstance(values, dict) else values for section, values in asdict(self).items()}
+        return to_dict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=True)
-
-
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if known[name].default_factory \
-            is not dataclasses.MISSING else known[name].default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}{name}.")
-        elif isinstance(default, tuple):
-            kwargs[name] = tuple(value)
-        elif isinstance(default, bool) or default is None or isinstance(value, type(default)):
-            kwargs[name] = value
-        elif isinstance(default, float) and isinstance(value, int):
-            kwargs[name] = float(value)
-        else:
-            raise ConfigError(f"{where}{name}: expected {type(default).__name__}, got {value!r}")
-    return cls(**kwargs)
+        return to_yaml(self)
 
 
 def from_dict(data: dict) -> PipelineConfig:
-    return _build(PipelineConfig, data or {}, "").validate()
+    return build(PipelineConfig, data or {}).validate()
 
 
 def load_config(path: Optional[str] = None,
                 overrides: Optional[list[str]] = None) -> PipelineConfig:
     """Config from a YAML file (or defaults) with `section.key=value` overrides applied."""
-    data = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    for item in overrides or []:
-        dotted, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
-    return from_dict(data)
+    return from_dict(load_yaml(path, overrides))
