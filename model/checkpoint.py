@@ -180,6 +180,36 @@ def saved_fusion(what: str, unet, attn_state: dict) -> str:
                           f"{FUSION_MODES}")
 
 
+def load_image_projection(ip_dir: str, unet, image_embed_dim: int):
+    """IP-Adapter's image projection (loaded) and its cross-attention weights (a state dict in
+    the attention-processor layout)."""
+    proj_state, ip_state = load_ip_adapter_file(ip_dir)
+    cross = unet.config.cross_attention_dim
+    if "proj.weight" not in proj_state:
+        raise CheckpointError(f"{ip_dir}: image_proj has no proj.weight")
+    tokens = proj_state["proj.weight"].shape[0] // cross
+    image_proj = ImageProjection(cross, image_embed_dim, tokens)
+    check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
+    image_proj.load_state_dict(proj_state)
+    return image_proj, ip_state
+
+
+def new_lightning_drag(unet, image_embed_dim: int, ip_dir: str, fusion: str = "full",
+                       point_embed_dim: int = 16) -> LightningDragModel:
+    """A model to start training from: the appearance encoder initialised from the backbone, a
+    new point embedding (for an 8x VAE), zero point projections, and the IP-Adapter loaded."""
+    encoder = AppearanceEncoderModel.from_backbone(unet)
+    points = PointEmbedding(point_embed_dim, 8, 2 ** (len(unet.config.block_out_channels) - 1))
+    image_proj, ip_state = load_image_projection(ip_dir, unet, image_embed_dim)
+    model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
+    processors = model.attention_processors
+    expected = {k: v for k, v in processors.state_dict().items()
+                if k.endswith(("to_k_ip.weight", "to_v_ip.weight"))}
+    check_state_dict(f"{ip_dir} ip_adapter", expected, ip_state)
+    processors.load_state_dict(ip_state, strict=False)
+    return model.to(unet.device, unet.dtype)
+
+
 def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
                         fusion: str | None = None) -> LightningDragModel:
     """Assemble the model from a base UNet and the LightningDrag and IP-Adapter files.
@@ -199,15 +229,7 @@ def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
     check_state_dict(point_path, points.state_dict(), point_state)
     points.load_state_dict(point_state)
 
-    proj_state, ip_state = load_ip_adapter_file(ip_dir)
-    cross = unet.config.cross_attention_dim
-    if "proj.weight" not in proj_state:
-        raise CheckpointError(f"{ip_dir}: image_proj has no proj.weight")
-    tokens = proj_state["proj.weight"].shape[0] // cross
-    image_proj = ImageProjection(cross, image_embed_dim, tokens)
-    check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
-    image_proj.load_state_dict(proj_state)
-
+    image_proj, ip_state = load_image_projection(ip_dir, unet, image_embed_dim)
     model = LightningDragModel(unet, encoder, points, image_proj, fusion=found)
     attn_state.update(ip_state)  # IP-Adapter's own cross-attention weights win, as in the release
     processors = model.attention_processors

@@ -85,13 +85,16 @@ class DragEditPipeline:
     # --- loading ---------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, model_dir: str, base_dir: str, ip_adapter_dir: str,
+    def from_pretrained(cls, model_dir: str | None, base_dir: str, ip_adapter_dir: str,
                         lcm_lora: str | None = None, vae_dir: str | None = None,
                         fusion: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "DragEditPipeline":
+                        dtype: torch.dtype = torch.float32,
+                        point_embed_dim: int = 16) -> "DragEditPipeline":
+        """Load the public layout. model_dir=None builds a new LightningDrag model on the base
+        and IP-Adapter (`checkpoint.new_lightning_drag`) to train from."""
         for what, path in (("LightningDrag directory", model_dir), ("base model", base_dir),
                            ("IP-Adapter directory", ip_adapter_dir)):
-            if not os.path.isdir(path):
+            if path is not None and not os.path.isdir(path):
                 raise checkpoint.CheckpointError(f"{what} {path}: not a directory")
         load = checkpoint.load_pretrained
         unet = load(UNet2DConditionModel, base_dir, "unet", dtype)
@@ -110,8 +113,13 @@ class DragEditPipeline:
         else:  # the IP-Adapter release ships none; CLIP's defaults are what it was trained with
             feature_extractor = CLIPImageProcessorPil()
         scheduler_config = DDIMScheduler.load_config(base_dir, subfolder="scheduler")
-        model = checkpoint.load_lightning_drag(model_dir, unet, image_encoder.config.projection_dim,
-                                               ip_adapter_dir, fusion=fusion)
+        embed_dim = image_encoder.config.projection_dim
+        if model_dir is None:
+            model = checkpoint.new_lightning_drag(unet, embed_dim, ip_adapter_dir,
+                                                  fusion or "full", point_embed_dim)
+        else:
+            model = checkpoint.load_lightning_drag(model_dir, unet, embed_dim, ip_adapter_dir,
+                                                   fusion=fusion)
         pipe = cls(model, vae, text_encoder, tokenizer, image_encoder, feature_extractor,
                    scheduler_config, lcm=bool(lcm_lora))
         return pipe.to(device)

@@ -1,0 +1,175 @@
+"""The training loop with the tiny model: learning, resume, data parallelism, ZeRO-3, export,
+non-finite losses, config handling."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model.layout import checkpoint_paths
+from model.pipeline import DragEditPipeline
+from model.tiny import save_tiny_checkpoints
+from schemas.typed_config import ConfigError
+from tests.conftest import REPO
+from tests.trainer.trainer_helpers import config, known_batches
+from trainer.config import load_config
+from trainer.loop import EXPORT_DIR, list_checkpoints, sample_generators, train
+from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    save_tiny_checkpoints(str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def extensions_cache(monkeypatch):
+    # DeepSpeed compiles a CPU communication op on first use; reuse it across tests and runs.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+
+def exported(run_dir, ckpt) -> DragEditPipeline:
+    paths = checkpoint_paths(str(ckpt))
+    last = list_checkpoints(str(run_dir))[-1]
+    return DragEditPipeline.from_pretrained(os.path.join(last, EXPORT_DIR), paths["base"],
+                                            paths["ip_adapter"])
+
+
+def weights(pipe: DragEditPipeline) -> dict:
+    return {k: v.clone() for k, v in TrainModule(pipe.model).state_dict().items()}
+
+
+@torch.no_grad()
+def eval_loss(pipe: DragEditPipeline) -> float:
+    """Loss on fixed batches, noise and timesteps: comparable before and after training."""
+    module, scheduler = TrainModule(pipe.model), noise_scheduler(pipe)
+    batches, total = known_batches(4), 0.0
+    for k in range(4):
+        inputs, goal, t = prepare_inputs(pipe, scheduler, next(batches), "",
+                                         sample_generators(123, k, 0, 4))
+        total += diffusion_loss(module(**inputs), goal, t, scheduler).item()
+    return total / 4
+
+
+def test_loss_goes_down_when_overfitting_a_few_pairs(tmp_path, ckpt):
+    cfg = config(tmp_path / "run", ckpt, optim={"lr": 3e-3}, train={"steps": 40},
+                 checkpoint={"every": 40})
+    paths = checkpoint_paths(str(ckpt))
+    torch.manual_seed(cfg.train.seed)  # train() starts from the same fresh model
+    before = eval_loss(DragEditPipeline.from_pretrained(None, paths["base"], paths["ip_adapter"],
+                                                        point_embed_dim=2))
+    out = train(cfg, batches=known_batches(2))
+    after = eval_loss(exported(tmp_path / "run", ckpt))
+    assert out["step"] == 40 and len(out["losses"]) == 40
+    assert after < 0.95 * before, (before, after)  # a frozen random backbone limits the fit
+
+
+def test_resume_equals_uninterrupted(tmp_path, ckpt):
+    straight = train(config(tmp_path / "a", ckpt, train={"steps": 6}, checkpoint={"every": 3}),
+                     batches=known_batches(2))
+    cfg = config(tmp_path / "b", ckpt, train={"steps": 6}, checkpoint={"every": 3})
+    first = train(cfg, batches=known_batches(2), stop_after=4)  # dies after step 4
+    assert first["stopped_at"] == 4
+    assert [os.path.basename(p) for p in list_checkpoints(cfg.run_dir)] == ["step_00000003"]
+    second = train(cfg, batches=known_batches(2, start=3))      # resumes at step 3
+    assert second["step"] == 6 and second["batches"] == 6
+    assert np.allclose(first["losses"][:3] + second["losses"], straight["losses"], atol=1e-6)
+    a, b = weights(exported(tmp_path / "a", ckpt)), weights(exported(tmp_path / "b", ckpt))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(run_dir, ckpt, nproc, global_batch, steps, zero):
+    script = REPO / "tests" / "trainer" / "two_process_train.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+         f"--master_port={_free_port()}", str(script), str(run_dir), str(ckpt),
+         str(global_batch), str(steps), str(zero)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, ckpt):
+    one = run_ranks(tmp_path / "one", ckpt, 1, 2, 3, 2)
+    two = run_ranks(tmp_path / "two", ckpt, 2, 2, 3, 2)
+    assert np.allclose(one["losses"], two["losses"], atol=1e-5), (one["losses"], two["losses"])
+    a, b = weights(exported(tmp_path / "one", ckpt)), weights(exported(tmp_path / "two", ckpt))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_zero3_runs_and_resumes(tmp_path, ckpt):
+    kw = dict(train={"steps": 4, "zero_stage": 3}, checkpoint={"every": 2})
+    straight = train(config(tmp_path / "a", ckpt, **kw), batches=known_batches(2))
+    cfg = config(tmp_path / "b", ckpt, **kw)
+    train(cfg, batches=known_batches(2), stop_after=2)
+    resumed = train(cfg, batches=known_batches(2, start=2))
+    assert resumed["step"] == 4
+    assert np.allclose(straight["losses"][2:], resumed["losses"], atol=1e-6)
+    a, b = weights(exported(tmp_path / "a", ckpt)), weights(exported(tmp_path / "b", ckpt))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_export_loads_in_jobs_edit(tmp_path, ckpt):
+    train(config(tmp_path / "run", ckpt, train={"steps": 2}), batches=known_batches(2))
+    export = os.path.join(list_checkpoints(str(tmp_path / "run"))[-1], EXPORT_DIR)
+    image = tmp_path / "in.png"
+    mask = tmp_path / "mask.png"
+    from PIL import Image
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(image)
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(mask)
+    proc = subprocess.run([sys.executable, "-m", "jobs.edit", "--checkpoints", str(ckpt),
+                           "--model-dir", export, "--image", str(image), "--mask", str(mask),
+                           "--drag", "20,20->30,25", "--steps", "2", "--out",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Image.open(tmp_path / "out" / "edited.png").size == (64, 64)
+
+
+def test_a_non_finite_loss_is_skipped_and_not_applied(tmp_path, ckpt):
+    def with_nan():
+        stream = known_batches(2)
+        for i, batch in enumerate(stream):
+            if i == 1:
+                batch = {**batch, "source": torch.full_like(batch["source"], float("nan"))}
+            yield batch
+    out = train(config(tmp_path / "run", ckpt, train={"steps": 2}), batches=with_nan())
+    assert out["skipped_nonfinite"] == 1 and out["batches"] == 3 and out["step"] == 2
+    assert all(np.isfinite(out["losses"]))
+    assert all(torch.isfinite(v).all() for v in weights(exported(tmp_path / "run", ckpt)).values())
+
+
+def test_config_is_written_and_a_changed_config_is_refused(tmp_path, ckpt):
+    cfg = config(tmp_path / "run", ckpt, train={"steps": 1})
+    train(cfg, batches=known_batches(2))
+    assert load_config(str(tmp_path / "run" / "config.yaml")).to_dict() == cfg.to_dict()
+    changed = config(tmp_path / "run", ckpt, train={"steps": 1, "seed": 5})
+    with pytest.raises(ValueError, match="started with a different config"):
+        train(changed, batches=known_batches(2))
+
+
+def test_a_mistyped_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {shards: x}\nmodel: {checkpoints: y}\ntrain: {stepz: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) train\.stepz"):
+        load_config(str(path))

@@ -1,0 +1,44 @@
+"""Shared by the trainer tests and the two-process script: tiny checkpoints, known batches."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.points import point_maps
+from trainer.config import from_dict
+
+
+def known_batches(global_batch: int, rank: int = 0, world: int = 1, start: int = 0, seed: int = 0):
+    """An endless stream of this rank's slice of fixed global batches: a textured square moved
+    right by 6 px between source and target, with the drag saying so."""
+    rng = np.random.default_rng(seed)
+    pool = []
+    for _ in range(4):
+        src = torch.full((3, 64, 64), -0.6)
+        x, y = (int(v) for v in rng.integers(12, 36, 2))
+        src[:, y:y + 16, x:x + 16] = torch.from_numpy(rng.uniform(-1, 1, (3, 16, 16))).float()
+        tgt = torch.full((3, 64, 64), -0.6)
+        tgt[:, y:y + 16, x + 6:x + 22] = src[:, y:y + 16, x:x + 16]
+        mask = torch.zeros(1, 64, 64)
+        mask[:, y - 4:y + 20, x - 4:x + 26] = 1
+        h, t = point_maps([[x + 8, y + 8]], [[x + 14, y + 8]], (64, 64))
+        pool.append((src, tgt, mask, h[0], t[0]))
+    per_rank = global_batch // world
+    i = start
+    while True:
+        rows = [pool[(i * global_batch + j) % len(pool)] for j in range(global_batch)]
+        mine = rows[rank * per_rank:(rank + 1) * per_rank]
+        yield {k: torch.stack([r[n] for r in mine]) for n, k in
+               enumerate(["source", "target", "mask", "handle_map", "target_map"])}
+        i += 1
+
+
+def config(run_dir, checkpoints, **sections):
+    data = {"run_dir": str(run_dir), "data": {"shards": "unused"},
+            "model": {"checkpoints": str(checkpoints), "point_embed_dim": 2},
+            "optim": {"lr": 1e-3, "schedule": "constant"},
+            "train": {"steps": 4, "point_dropout": 0.0},
+            "checkpoint": {"every": 2}, "log": {"every": 1, "tensorboard": False}}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return from_dict(data)

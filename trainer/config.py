@@ -1,0 +1,121 @@
+"""The trainer's typed configuration, loaded from YAML (`schemas.typed_config`).
+
+A mistyped key is an error naming it. Every run writes its resolved config to
+`<run_dir>/config.yaml`; resuming a run with a different config is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from schemas.typed_config import ConfigError, build, load_yaml, to_dict, to_yaml
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class DataConfig:
+    shards: str = ""                # pairs shards: a directory, glob or URL (jobs.build_pairs)
+    resolution: int = 64            # training crops are resolution x resolution pixels
+    batch_size: int = 2             # per rank and micro-step
+    num_workers: int = 0            # DataLoader worker processes per rank
+    augment: bool = True            # random crop/scale/flip, points transformed with pixels
+    crop_scale: tuple = (0.8, 1.0)  # crop side as a fraction of the short side
+    flip_p: float = 0.5
+    val_pairs: int = 2              # fixed pairs edited for the validation images (0: none)
+
+
+@dataclass
+class ModelConfig:
+    checkpoints: str = ""           # a public-layout root (see model.layout)
+    init: str = ""                  # LightningDrag directory to start from; "" = fresh
+    fusion: str = "full"
+    point_embed_dim: int = 16       # a fresh point embedding's width (the release uses 16)
+    prompt: str = ""                # the text every pair is trained with
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0          # 0 = no clipping
+    warmup_steps: int = 0
+    schedule: str = "cosine"        # cosine | constant (after warm-up)
+    min_lr_ratio: float = 0.0       # cosine ends at lr * min_lr_ratio
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 100                # optimiser steps
+    grad_accum: int = 1             # micro-steps per optimiser step
+    precision: str = "fp32"         # fp32 | bf16 | fp16 (trainable weights and frozen parts)
+    zero_stage: int = 2
+    grad_checkpointing: bool = False
+    point_dropout: float = 0.1      # drop a pair's points with this probability (point CFG)
+    noise_offset: float = 0.0
+    snr_gamma: float = 0.0          # min-SNR loss weighting; 0 = off
+    ema_decay: float = 0.0          # EMA of the trainable weights; 0 = off
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100                # optimiser steps between checkpoints (and at the end)
+    keep_last: int = 3
+
+
+@dataclass
+class LogConfig:
+    every: int = 10                 # steps between scalar logs
+    val_every: int = 0              # steps between validation edits; 0 = only at the end
+    val_steps: int = 8              # denoising steps of a validation edit
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> "Config":
+        checks = [
+            (bool(self.data.shards), "data.shards: required"),
+            (bool(self.model.checkpoints), "model.checkpoints: required"),
+            (self.model.fusion in ("full", "midup", "up"), "model.fusion: full|midup|up"),
+            (self.train.precision in PRECISIONS, f"train.precision: {'|'.join(PRECISIONS)}"),
+            (self.train.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0..3"),
+            (self.optim.schedule in LR_SCHEDULES, f"optim.schedule: {'|'.join(LR_SCHEDULES)}"),
+            (self.train.steps >= 1 and self.train.grad_accum >= 1, "train.steps, grad_accum >= 1"),
+            (self.data.batch_size >= 1, "data.batch_size >= 1"),
+            (self.data.resolution % 64 == 0, "data.resolution: a multiple of 64"),
+            (0 <= self.train.point_dropout <= 1, "train.point_dropout: 0..1"),
+            (0 <= self.train.ema_decay < 1, "train.ema_decay: 0 (off) or in (0, 1)"),
+            (self.checkpoint.every >= 1 and self.checkpoint.keep_last >= 1,
+             "checkpoint.every, keep_last >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid config: {message}")
+        return self
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return to_yaml(self)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
+    return build(Config, load_yaml(path, overrides)).validate()
+
+
+def from_dict(data: dict) -> Config:
+    return build(Config, data).validate()

@@ -1,0 +1,280 @@
+"""The training loop: DeepSpeed around `TrainModule`, checkpoints, resume, logging, validation.
+
+Launch: one process (no RANK in the environment: a single-rank gloo/nccl group is set up here),
+`torchrun`, or the `deepspeed` launcher (both set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
+
+Reproducibility: each sample's randomness (noise, timestep, point dropout) comes from a
+generator seeded by (seed, index of the micro-step in the run, the sample's place in the global
+batch), and the data stream is deterministic and resumable by the number of batches it has
+delivered. A resumed run therefore repeats exactly what the uninterrupted run would have done,
+and N ranks with batch B draw what one rank with batch N*B draws.
+
+Checkpoints: `<run_dir>/checkpoints/step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every
+rank writes its part), `trainer.json` (step, batches consumed, counters) and the inference
+export `lightning-drag-sd15/` (public layout, loads in jobs.edit with the run's base model
+and IP-Adapter). It is written under `.staging-...` and renamed when every rank is done, so a
+checkpoint directory is complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from model.checkpoint import save_lightning_drag
+from model.layout import checkpoint_paths
+from model.pipeline import DragEditPipeline
+from trainer.config import Config, from_dict
+from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
+
+log = logging.getLogger("trainer")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINT_PREFIX = "step_"
+EXPORT_DIR = "lightning-drag-sd15"
+
+
+# --- distributed set-up ----------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); a single-rank group when not launched by a launcher."""
+    import deepspeed
+
+    if "RANK" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
+                          WORLD_SIZE="1", LOCAL_RANK="0")
+    deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+    return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def deepspeed_config(cfg: Config) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": cfg.train.grad_accum,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": cfg.train.zero_stage},
+        "bf16": {"enabled": cfg.train.precision == "bf16"},
+        "fp16": {"enabled": cfg.train.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,  # torch's AdamW: no fused op to compile
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_factor(cfg: Config):
+    """Warm-up, then constant or cosine decay to min_lr_ratio, per optimiser step."""
+    o, total = cfg.optim, cfg.train.steps
+
+    def factor(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def sample_generators(seed: int, micro_index: int, first: int, count: int) -> list:
+    """One generator per sample, keyed by the micro-step and the sample's place in the global
+    batch (rank * batch + i): one rank with batch 2B draws what two ranks with B draw."""
+    out = []
+    for i in range(first, first + count):
+        mixed = np.random.SeedSequence([seed, micro_index, i]).generate_state(1, np.uint64)[0]
+        out.append(torch.Generator().manual_seed(int(mixed)))
+    return out
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints")
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    """Complete checkpoints, oldest first (staging directories are not listed)."""
+    root = checkpoint_dir(run_dir)
+    if not os.path.isdir(root):
+        return []
+    return sorted(os.path.join(root, d) for d in os.listdir(root)
+                  if d.startswith(CHECKPOINT_PREFIX))
+
+
+def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: dict) -> str:
+    import deepspeed
+    import torch.distributed as dist
+
+    name = f"{CHECKPOINT_PREFIX}{state['step']:08d}"
+    final = os.path.join(checkpoint_dir(cfg.run_dir), name)
+    staging = os.path.join(checkpoint_dir(cfg.run_dir), f".staging-{name}")
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    dist.barrier()
+    engine.save_checkpoint(staging, tag="state")  # every rank writes its shard of the state
+    # The export needs whole parameters: gathered from every rank under ZeRO-3, a no-op else.
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        if rank == 0:
+            save_lightning_drag(module.drag_model, os.path.join(staging, EXPORT_DIR))
+    dist.barrier()
+    if rank == 0:
+        with open(os.path.join(staging, "trainer.json"), "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(staging, final)
+        for old in list_checkpoints(cfg.run_dir)[:-cfg.checkpoint.keep_last]:
+            shutil.rmtree(old)
+    dist.barrier()
+    return final
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def write_run_config(cfg: Config) -> None:
+    """The resolved config beside the checkpoints; a resumed run must use the same one."""
+    path = os.path.join(cfg.run_dir, "config.yaml")
+    text = cfg.to_yaml()
+    if os.path.exists(path):
+        import yaml
+        with open(path) as f:
+            saved = from_dict(yaml.safe_load(f))
+        if saved.to_yaml() != text:
+            raise ValueError(f"{path}: this run was started with a different config; use a new "
+                             "run_dir or the same config")
+        return
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
+    paths = checkpoint_paths(cfg.model.checkpoints)
+    return DragEditPipeline.from_pretrained(
+        cfg.model.init or None, paths["base"], paths["ip_adapter"], fusion=cfg.model.fusion,
+        device=device, dtype=DTYPES[cfg.train.precision],
+        point_embed_dim=cfg.model.point_embed_dim)
+
+
+def data_batches(cfg: Config, rank: int, world: int, start_batch: int) -> Iterator[dict]:
+    from trainer.data import make_loader
+    return iter(make_loader(cfg.data, seed=cfg.train.seed, rank=rank, world_size=world,
+                            start_batch=start_batch))
+
+
+def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | None = None,
+          device: str | None = None) -> dict:
+    """Run (or resume) the training described by cfg; returns a summary.
+
+    batches: an iterator of data batches to use instead of the shard stream (tests use it to
+    give every rank its slice of one global batch); it must start where the run resumes.
+    stop_after: stop (without a final checkpoint) after this many optimiser steps of this call,
+    as a crash would; for resume tests."""
+    import deepspeed
+    import torch.distributed as dist
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, local_rank = init_distributed(device)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if rank == 0:
+        write_run_config(cfg)
+    dist.barrier()
+
+    torch.manual_seed(cfg.train.seed)  # a fresh model starts the same on every rank and run
+    pipe = load_pipeline(cfg, device)
+    scheduler = noise_scheduler(pipe)
+    module = TrainModule(pipe.model)
+    if cfg.train.grad_checkpointing:
+        pipe.model.unet.enable_gradient_checkpointing()
+        pipe.model.appearance_encoder.enable_gradient_checkpointing()
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
+                                           lr_scheduler=lr_schedule,
+                                           config=deepspeed_config(cfg))
+
+    state = {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0}
+    existing = list_checkpoints(cfg.run_dir)
+    if existing:
+        engine.load_checkpoint(existing[-1], tag="state")
+        with open(os.path.join(existing[-1], "trainer.json")) as f:
+            state = json.load(f)
+        log.info("resumed from %s at step %d", existing[-1], state["step"])
+    if batches is None:
+        batches = data_batches(cfg, rank, world, start_batch=state["batches"])
+    batches = iter(batches)
+
+    writer = None
+    if rank == 0 and cfg.log.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(os.path.join(cfg.run_dir, "tensorboard"))
+    losses, started_at = [], state["step"]
+    wait = busy = 0.0
+    while state["step"] < cfg.train.steps:
+        if stop_after is not None and state["step"] - started_at >= stop_after:
+            return {"stopped_at": state["step"], "losses": losses, **state}
+        step_loss, micro = 0.0, 0
+        while micro < cfg.train.grad_accum:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            size = batch["source"].shape[0]
+            gens = sample_generators(cfg.train.seed, state["batches"], rank * size, size)
+            state["batches"] += 1
+            inputs, goal, timesteps = prepare_inputs(pipe, scheduler, batch, cfg.model.prompt,
+                                                     gens, cfg.train.point_dropout,
+                                                     cfg.train.noise_offset)
+            pred = engine(**inputs)
+            loss = diffusion_loss(pred, goal, timesteps, scheduler, cfg.train.snr_gamma)
+            finite = torch.tensor([float(torch.isfinite(loss))])
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:  # skipped on every rank alike: never applied
+                state["skipped_nonfinite"] += 1
+                log.warning("step %d: non-finite loss, micro-batch skipped", state["step"])
+                continue
+            engine.backward(loss)
+            engine.step()
+            step_loss += loss.item() / cfg.train.grad_accum
+            micro += 1
+            state["samples"] += batch["source"].shape[0] * world
+            wait += t1 - t0
+            busy += time.perf_counter() - t0
+        state["step"] += 1
+        mean = torch.tensor([step_loss])
+        dist.all_reduce(mean)
+        losses.append(mean.item() / world)
+        if rank == 0 and (state["step"] % cfg.log.every == 0 or state["step"] == cfg.train.steps):
+            lr = lr_schedule.get_last_lr()[0]
+            norm = engine.get_global_grad_norm()
+            log.info("step %d/%d loss %.5f lr %.3g data wait %.1f%%", state["step"],
+                     cfg.train.steps, losses[-1], lr, 100 * wait / max(busy, 1e-9))
+            if writer:
+                writer.add_scalar("train/loss", losses[-1], state["step"])
+                writer.add_scalar("train/lr", lr, state["step"])
+                if norm is not None:
+                    writer.add_scalar("train/grad_norm", float(norm), state["step"])
+                writer.add_scalar("train/data_wait_fraction", wait / max(busy, 1e-9),
+                                  state["step"])
+        if state["step"] % cfg.checkpoint.every == 0 or state["step"] == cfg.train.steps:
+            save_checkpoint(engine, module, cfg, rank, state)
+    if writer:
+        writer.close()
+    return {"losses": losses, **state}
