@@ -17,6 +17,7 @@ checkpoint directory is complete or absent.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import os
 import shutil
 import socket
 import time
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -141,6 +143,53 @@ def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: 
     return final
 
 
+# --- validation edits ------------------------------------------------------------------------
+
+def pairs_from_batch(batch: dict, count: int) -> list[dict]:
+    """The first `count` pairs of a batch as images and points (labels of the point maps)."""
+    pairs = []
+    for i in range(min(count, batch["source"].shape[0])):
+        def image(x):
+            return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        points = []
+        for key in ("handle_map", "target_map"):
+            m = batch[key][i, 0]
+            labels = range(1, int(m.max()) + 1)
+            points.append(np.array([[float(x), float(y)] for y, x in
+                                    (torch.nonzero(m == k)[0].tolist() for k in labels)]))
+        pairs.append({"source": image(batch["source"][i]), "target": image(batch["target"][i]),
+                      "mask": (batch["mask"][i, 0] > 0.5).numpy().astype(np.uint8) * 255,
+                      "handles": points[0], "targets": points[1]})
+    return pairs
+
+
+def validation_image(pipe: DragEditPipeline, pairs: list[dict], cfg: Config) -> np.ndarray:
+    """One row per pair: source with the drags drawn | the edit | the real target frame."""
+    from model.drawing import draw_drag, side_by_side
+    rows = []
+    for p in pairs:
+        edited = pipe(p["source"], p["mask"], p["handles"], p["targets"], prompt=cfg.model.prompt,
+                      steps=cfg.log.val_steps, seed=cfg.train.seed, scheduler="ddim",
+                      resolution=cfg.data.resolution).images[0]
+        source = draw_drag(p["source"], p["handles"], p["targets"], p["mask"])
+        rows.append(side_by_side([source, edited, p["target"]], ["source", "edit", "target"]))
+    return np.concatenate(rows, axis=0)
+
+
+def validate(pipe, module, pairs, cfg: Config, rank: int, step: int, writer) -> None:
+    import deepspeed
+    from PIL import Image
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        if rank == 0 and pairs:
+            grid = validation_image(pipe, pairs, cfg)
+            folder = os.path.join(cfg.run_dir, "validation")
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(grid).save(os.path.join(folder, f"step_{step:08d}.png"))
+            if writer:
+                writer.add_image("validation", grid, step, dataformats="HWC")
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 def write_run_config(cfg: Config) -> None:
@@ -220,7 +269,12 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         log.info("resumed from %s at step %d", existing[-1], state["step"])
     if batches is None:
         batches = data_batches(cfg, rank, world, start_batch=state["batches"])
-    batches = iter(batches)
+        val_source = data_batches(replace(cfg, data=replace(cfg.data, augment=False)), 0, 1, 0)
+    else:  # given batches: validate on the first one this run sees
+        batches = iter(batches)
+        first = next(batches)
+        batches, val_source = itertools.chain([first], batches), iter([first])
+    val_pairs = pairs_from_batch(next(val_source), cfg.data.val_pairs) if rank == 0 else []
 
     writer = None
     if rank == 0 and cfg.log.tensorboard:
@@ -228,6 +282,7 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         writer = SummaryWriter(os.path.join(cfg.run_dir, "tensorboard"))
     losses, started_at = [], state["step"]
     wait = busy = 0.0
+    clock, samples_at_start = time.perf_counter(), state["samples"]
     while state["step"] < cfg.train.steps:
         if stop_after is not None and state["step"] - started_at >= stop_after:
             return {"stopped_at": state["step"], "losses": losses, **state}
@@ -264,8 +319,10 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         if rank == 0 and (state["step"] % cfg.log.every == 0 or state["step"] == cfg.train.steps):
             lr = lr_schedule.get_last_lr()[0]
             norm = engine.get_global_grad_norm()
-            log.info("step %d/%d loss %.5f lr %.3g data wait %.1f%%", state["step"],
-                     cfg.train.steps, losses[-1], lr, 100 * wait / max(busy, 1e-9))
+            rate = (state["samples"] - samples_at_start) / max(time.perf_counter() - clock, 1e-9)
+            log.info("step %d/%d loss %.5f lr %.3g %.2f samples/s data wait %.1f%%",
+                     state["step"], cfg.train.steps, losses[-1], lr, rate,
+                     100 * wait / max(busy, 1e-9))
             if writer:
                 writer.add_scalar("train/loss", losses[-1], state["step"])
                 writer.add_scalar("train/lr", lr, state["step"])
@@ -273,7 +330,11 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
                     writer.add_scalar("train/grad_norm", float(norm), state["step"])
                 writer.add_scalar("train/data_wait_fraction", wait / max(busy, 1e-9),
                                   state["step"])
-        if state["step"] % cfg.checkpoint.every == 0 or state["step"] == cfg.train.steps:
+                writer.add_scalar("train/samples_per_s", rate, state["step"])
+        last = state["step"] == cfg.train.steps
+        if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
+            validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
+        if state["step"] % cfg.checkpoint.every == 0 or last:
             save_checkpoint(engine, module, cfg, rank, state)
     if writer:
         writer.close()

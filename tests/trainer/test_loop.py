@@ -173,3 +173,20 @@ def test_a_mistyped_key_is_an_error_naming_it(tmp_path):
     path.write_text("data: {shards: x}\nmodel: {checkpoints: y}\ntrain: {stepz: 3}\n")
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) train\.stepz"):
         load_config(str(path))
+
+
+def test_tensorboard_scalars_and_validation_images_are_written(tmp_path, ckpt):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(tmp_path / "run", ckpt, train={"steps": 2}, log={"tensorboard": True})
+    out = train(cfg, batches=known_batches(2))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/lr", "train/samples_per_s", "train/data_wait_fraction"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(out["losses"])
+    assert tags["images"] == ["validation"]
+    grid = Image.open(tmp_path / "run" / "validation" / "step_00000002.png")
+    assert grid.width == 3 * 64 + 2 * 4 and grid.height > 2 * 64  # 2 pairs x (source|edit|target)
