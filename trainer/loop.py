@@ -101,6 +101,33 @@ def sample_generators(seed: int, micro_index: int, first: int, count: int) -> li
     return out
 
 
+class EMA:
+    """Exponential moving average of the trainable weights (kept whole on every rank, so not
+    with ZeRO-3, which partitions them). Checkpointed; the export uses the averaged weights."""
+
+    def __init__(self, module: TrainModule, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: TrainModule) -> None:
+        for k, v in module.state_dict().items():
+            self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+
+    def swapped_in(self, module: TrainModule):
+        """Context: the module holds the averaged weights inside, its own ones after."""
+        ema = self
+
+        class _Swap:
+            def __enter__(self):
+                self.saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                module.load_state_dict({k: v.to(self.saved[k].dtype) for k, v in ema.shadow.items()})
+
+            def __exit__(self, *exc):
+                module.load_state_dict(self.saved)
+        return _Swap()
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -116,7 +143,8 @@ def list_checkpoints(run_dir: str) -> list[str]:
                   if d.startswith(CHECKPOINT_PREFIX))
 
 
-def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: dict) -> str:
+def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: dict,
+                    ema: EMA | None = None) -> str:
     import deepspeed
     import torch.distributed as dist
 
@@ -131,7 +159,14 @@ def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: 
     # The export needs whole parameters: gathered from every rank under ZeRO-3, a no-op else.
     with deepspeed.zero.GatheredParameters(list(module.parameters())):
         if rank == 0:
-            save_lightning_drag(module.drag_model, os.path.join(staging, EXPORT_DIR))
+            export = os.path.join(staging, EXPORT_DIR)
+            if ema is None:
+                save_lightning_drag(module.drag_model, export)
+            else:
+                from safetensors.torch import save_file
+                save_file(ema.shadow, os.path.join(staging, "ema.safetensors"))
+                with ema.swapped_in(module):
+                    save_lightning_drag(module.drag_model, export)
     dist.barrier()
     if rank == 0:
         with open(os.path.join(staging, "trainer.json"), "w") as f:
@@ -260,12 +295,18 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
                                            lr_scheduler=lr_schedule,
                                            config=deepspeed_config(cfg))
 
+    if cfg.train.ema_decay and cfg.train.zero_stage == 3:
+        raise ValueError("train.ema_decay needs whole weights on every rank: use zero_stage <= 2")
+    ema = EMA(module, cfg.train.ema_decay) if cfg.train.ema_decay else None
     state = {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0}
     existing = list_checkpoints(cfg.run_dir)
     if existing:
         engine.load_checkpoint(existing[-1], tag="state")
         with open(os.path.join(existing[-1], "trainer.json")) as f:
             state = json.load(f)
+        if ema is not None:
+            from safetensors.torch import load_file
+            ema.shadow = load_file(os.path.join(existing[-1], "ema.safetensors"))
         log.info("resumed from %s at step %d", existing[-1], state["step"])
     if batches is None:
         batches = data_batches(cfg, rank, world, start_batch=state["batches"])
@@ -313,6 +354,8 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
             wait += t1 - t0
             busy += time.perf_counter() - t0
         state["step"] += 1
+        if ema is not None:
+            ema.update(module)
         mean = torch.tensor([step_loss])
         dist.all_reduce(mean)
         losses.append(mean.item() / world)
@@ -335,7 +378,7 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
             validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
         if state["step"] % cfg.checkpoint.every == 0 or last:
-            save_checkpoint(engine, module, cfg, rank, state)
+            save_checkpoint(engine, module, cfg, rank, state, ema)
     if writer:
         writer.close()
     return {"losses": losses, **state}

@@ -190,3 +190,26 @@ def test_tensorboard_scalars_and_validation_images_are_written(tmp_path, ckpt):
     assert tags["images"] == ["validation"]
     grid = Image.open(tmp_path / "run" / "validation" / "step_00000002.png")
     assert grid.width == 3 * 64 + 2 * 4 and grid.height > 2 * 64  # 2 pairs x (source|edit|target)
+
+
+def test_ema_is_exported_checkpointed_and_resumed(tmp_path, ckpt):
+    from safetensors.torch import load_file
+
+    kw = dict(train={"steps": 4, "ema_decay": 0.5}, checkpoint={"every": 2})
+    straight = train(config(tmp_path / "a", ckpt, **kw), batches=known_batches(2))
+    cfg = config(tmp_path / "b", ckpt, **kw)
+    train(cfg, batches=known_batches(2), stop_after=3)
+    train(cfg, batches=known_batches(2, start=2))
+    a, b = weights(exported(tmp_path / "a", ckpt)), weights(exported(tmp_path / "b", ckpt))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    last = list_checkpoints(str(tmp_path / "a"))[-1]
+    shadow = load_file(os.path.join(last, "ema.safetensors"))
+    assert all(torch.equal(shadow[k], a[k].float()) for k in a)  # the export is the average
+    raw = train(config(tmp_path / "c", ckpt, train={"steps": 4}, checkpoint={"every": 2}),
+                batches=known_batches(2))
+    assert raw["losses"] == pytest.approx(straight["losses"])  # EMA does not change training
+    c = weights(exported(tmp_path / "c", ckpt))
+    assert any(not torch.allclose(a[k], c[k]) for k in a)
+    with pytest.raises(ValueError, match="ema_decay needs whole weights"):
+        train(config(tmp_path / "d", ckpt, train={"steps": 1, "ema_decay": 0.5, "zero_stage": 3}),
+              batches=known_batches(2))
