@@ -26,7 +26,7 @@ import shutil
 import socket
 import time
 from dataclasses import replace
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ def list_checkpoints(run_dir: str) -> list[str]:
 
 
 def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: dict,
-                    ema: EMA | None = None) -> str:
+                    ema: EMA | None = None, loader=None) -> str:
     import deepspeed
     import torch.distributed as dist
 
@@ -156,6 +156,10 @@ def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: 
         os.makedirs(staging)
     dist.barrier()
     engine.save_checkpoint(staging, tag="state")  # every rank writes its shard of the state
+    if loader is not None:  # each rank's stream has its own position
+        os.makedirs(os.path.dirname(data_position_file(staging, rank)), exist_ok=True)
+        with open(data_position_file(staging, rank), "w") as f:
+            json.dump(loader.state_dict(), f)
     # The export needs whole parameters: gathered from every rank under ZeRO-3, a no-op else.
     with deepspeed.zero.GatheredParameters(list(module.parameters())):
         if rank == 0:
@@ -254,10 +258,8 @@ def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
         point_embed_dim=cfg.model.point_embed_dim)
 
 
-def data_batches(cfg: Config, rank: int, world: int, start_batch: int) -> Iterator[dict]:
-    from trainer.data import make_loader
-    return iter(make_loader(cfg.data, seed=cfg.train.seed, rank=rank, world_size=world,
-                            start_batch=start_batch))
+def data_position_file(checkpoint: str, rank: int) -> str:
+    return os.path.join(checkpoint, "data", f"rank_{rank:05d}.json")
 
 
 def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | None = None,
@@ -308,9 +310,21 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
             from safetensors.torch import load_file
             ema.shadow = load_file(os.path.join(existing[-1], "ema.safetensors"))
         log.info("resumed from %s at step %d", existing[-1], state["step"])
+    loader = None
     if batches is None:
-        batches = data_batches(cfg, rank, world, start_batch=state["batches"])
-        val_source = data_batches(replace(cfg, data=replace(cfg.data, augment=False)), 0, 1, 0)
+        from trainer.data import make_loader
+        position = None
+        if existing:
+            path = data_position_file(existing[-1], rank)
+            if not os.path.isfile(path):
+                raise ValueError(f"{existing[-1]} has no data position for rank {rank}: was it "
+                                 f"written with another number of ranks than {world}?")
+            with open(path) as f:
+                position = json.load(f)
+        loader = make_loader(cfg.data, cfg.train.seed, rank, world, position)
+        batches = iter(loader)
+        plain = replace(cfg.data, augment=False, num_workers=0)
+        val_source = iter(make_loader(plain, cfg.train.seed, 0, 1))
     else:  # given batches: validate on the first one this run sees
         batches = iter(batches)
         first = next(batches)
@@ -378,7 +392,7 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
             validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
         if state["step"] % cfg.checkpoint.every == 0 or last:
-            save_checkpoint(engine, module, cfg, rank, state, ema)
+            save_checkpoint(engine, module, cfg, rank, state, ema, loader)
     if writer:
         writer.close()
     return {"losses": losses, **state}

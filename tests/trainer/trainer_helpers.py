@@ -42,3 +42,33 @@ def config(run_dir, checkpoints, **sections):
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return from_dict(data)
+
+
+def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
+    """Real shards from the project's own pipeline: three units of uneven size (6, 6 and 3
+    pairs) from five translating synthetic clips. Returns out_dir."""
+    from pipeline import synthetic
+    from pipeline.config import from_dict as pipeline_config
+    from pipeline.isolate import IsolatedRunner
+    from pipeline.plan import Unit
+    from pipeline.stages import process_unit_local
+    from pipeline.tracking.lk import LKTracker
+
+    paths = []
+    for i in range(5):
+        path = str(videos_dir / f"translate-{i}.mp4")
+        synthetic.make_clip(synthetic.ClipSpec(name=f"translate-{i}", kind="translate",
+                                               width=160, height=120, num_frames=24, seed=i,
+                                               velocity=(1.5 + 0.25 * i, 0.75 - 0.5 * i)),
+                            path)
+        paths.append(path)
+    cfg = pipeline_config({"output": {"resolution": resolution},
+                           "sample": {"pairs_per_video": 3}, "track": {"grid_size": 12}})
+    runner = IsolatedRunner(timeout_s=120)
+    try:
+        for u, unit_paths in enumerate([paths[0:2], paths[2:4], paths[4:]]):
+            process_unit_local(Unit(f"pairs-{u:06d}", "files", tuple(unit_paths)), cfg,
+                               str(out_dir), LKTracker(), runner)
+    finally:
+        runner.close()
+    return str(out_dir)
