@@ -188,7 +188,7 @@ def read_shard_raw(url: str, problems: list) -> Iterator[dict]:
     except FileNotFoundError as e:
         problems.append(("shard_missing", f"{type(e).__name__}: {e}"))
         return
-    except (OSError, tarfile.TarError, EOFError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a bad tar, a network error: skip the shard
         reason = "shard_truncated" if read_any else "shard_unreadable"
         problems.append((reason, f"{type(e).__name__}: {e}"))
         return
@@ -440,9 +440,18 @@ class PairLoader:
             return
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
                             in_order=True, **self.dataloader_kwargs)
-        for batch in loader:
-            self.stream.observe(batch)
-            yield batch
+        batches = iter(loader)
+        try:
+            for batch in batches:
+                self.stream.observe(batch)
+                yield batch
+        finally:
+            # Stop the workers now, also when the consumer stops early or a worker raised:
+            # otherwise a traceback that keeps this frame alive keeps them until exit (and
+            # the interpreter then waits for them).
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def make_loader(cfg, seed: int, rank: int, world_size: int,

@@ -37,7 +37,10 @@ def test_train_job_runs_on_shards_and_exports(setup, tmp_path):
             "--set", f"run_dir={run}", "--set", f"data.shards={shards}",
             "--set", f"model.checkpoints={ckpt}", "--set", "train.steps=3",
             "--set", "checkpoint.every=2", "--set", "log.every=1", "--device", "cpu"]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    # in-process runs of other tests left this process's rendezvous settings in os.environ
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("train: "))
     assert summary["step"] == 3 and summary["batches"] == 3
@@ -48,7 +51,7 @@ def test_train_job_runs_on_shards_and_exports(setup, tmp_path):
     assert os.path.isfile(data_position_file(last, 0))
     assert os.path.isfile(run / "validation" / "step_00000003.png")
     # the same command again: already finished, nothing to do
-    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and '"step": 3' in again.stdout
 
 

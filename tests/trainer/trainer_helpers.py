@@ -45,7 +45,7 @@ def config(run_dir, checkpoints, **sections):
 
 
 def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
-    """Real shards from the project's own pipeline: three units of uneven size (6, 6 and 3
+    """Real shards from the project's own pipeline: three units of uneven size (about 6, 6, 3
     pairs) from five translating synthetic clips. Returns out_dir."""
     from pipeline import synthetic
     from pipeline.config import from_dict as pipeline_config
