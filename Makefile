@@ -7,7 +7,7 @@ TORCH_PIN := $(shell grep -oE '^ *torch==[0-9.]+' setup.cfg | tr -d ' ')
 COTRACKER_PIN := $(shell sed -n 's/^cotracker *= *//p' setup.cfg)
 DEMO ?= demo
 
-.PHONY: setup demo edit-demo test test-fast bench bench-edit vendor-cotracker clean
+.PHONY: setup demo edit-demo train-demo test test-fast bench bench-edit bench-train vendor-cotracker clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ edit-demo: setup
 	$(PY) -m jobs.edit --checkpoints $(DEMO)/checkpoints --resolution 128 --candidates 2 \
 		--image tests/fixtures/dragbench/animals/JH_2023-09-14-1823-59 --out $(DEMO)/edit
 
+# Train the tiny model on the demo pairs for a few steps (CPU, one process); resumes if rerun.
+train-demo: demo
+	test -d $(DEMO)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(DEMO)/checkpoints
+	TORCH_EXTENSIONS_DIR=$(CACHE)/torch_extensions $(PY) -m jobs.train --config configs/train-tiny.yaml
+
 test: setup vendor-cotracker
 	$(PY) -m pytest -q -rs
 
@@ -51,6 +56,9 @@ bench: setup vendor-cotracker
 
 bench-edit: setup
 	$(PY) bench/edit.py
+
+bench-train: setup
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) $(DEMO)

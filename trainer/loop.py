@@ -395,4 +395,7 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
             save_checkpoint(engine, module, cfg, rank, state, ema, loader)
     if writer:
         writer.close()
-    return {"losses": losses, **state}
+    elapsed = time.perf_counter() - clock
+    return {"losses": losses, **state, "data_wait": wait / max(busy, 1e-9),
+            "samples_per_s": (state["samples"] - samples_at_start) / max(elapsed, 1e-9),
+            "data": loader.stats.as_dict() if loader is not None else None}
