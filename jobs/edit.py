@@ -39,6 +39,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from jobs import quiet_deepspeed
+
 # Spelled out so that bad usage fails without importing torch; tests/jobs/test_edit.py checks
 # them against model.lightning_drag.FUSION_MODES and model.pipeline.SCHEDULES / SCHEDULERS.
 FUSION_MODES = ("full", "midup", "up")
@@ -114,6 +116,7 @@ def run(args) -> int:
     edit_input = read_inputs(args)
     paths = checkpoint_paths(args)
 
+    quiet_deepspeed()
     import torch
 
     from model.checkpoint import CheckpointError

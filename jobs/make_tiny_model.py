@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 
+from jobs import quiet_deepspeed
+
 # model.lightning_drag.FUSION_MODES, spelled out so that usage errors need no torch import
 # (tests/jobs/test_edit.py checks that they agree).
 FUSION_MODES = ("full", "midup", "up")
@@ -42,6 +44,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
+    quiet_deepspeed()
     from model.tiny import save_tiny_checkpoints  # imported here: usage errors stay fast
 
     paths = save_tiny_checkpoints(args.out, seed=args.seed, fusion=args.fusion)

@@ -23,6 +23,7 @@ import sys
 # The deepspeed launcher runs this file as a script: make the repository importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jobs import quiet_deepspeed  # noqa: E402
 from schemas.typed_config import ConfigError  # noqa: E402
 
 
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
             print(f"error: {what} {path}: not a directory", file=sys.stderr)
             return 2
 
+    quiet_deepspeed()
     from model.checkpoint import CheckpointError
     from trainer.loop import train
     try:
