@@ -213,3 +213,24 @@ def test_ema_is_exported_checkpointed_and_resumed(tmp_path, ckpt):
     with pytest.raises(ValueError, match="ema_decay needs whole weights"):
         train(config(tmp_path / "d", ckpt, train={"steps": 1, "ema_decay": 0.5, "zero_stage": 3}),
               batches=known_batches(2))
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from trainer.loop import lr_factor
+    cfg = config("unused", "unused", optim={"warmup_steps": 4, "schedule": "cosine",
+                                            "min_lr_ratio": 0.1}, train={"steps": 14})
+    f = lr_factor(cfg)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == pytest.approx(1.0) and f(9) == pytest.approx(0.55)
+    assert f(14) == pytest.approx(0.1)
+    flat = lr_factor(config("unused", "unused", optim={"schedule": "constant"}))
+    assert {flat(s) for s in range(10)} == {1.0}
+
+
+def test_accumulation_bf16_and_gradient_checkpointing_run(tmp_path, ckpt):
+    out = train(config(tmp_path / "run", ckpt, train={
+        "steps": 2, "grad_accum": 2, "precision": "bf16", "grad_checkpointing": True}),
+        batches=known_batches(2))
+    assert (out["step"], out["batches"], out["samples"]) == (2, 4, 8)
+    assert all(np.isfinite(out["losses"]))
+    assert exported(tmp_path / "run", ckpt).model.unet.dtype == torch.float32  # export loads
