@@ -388,6 +388,10 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
                 writer.add_scalar("train/data_wait_fraction", wait / max(busy, 1e-9),
                                   state["step"])
                 writer.add_scalar("train/samples_per_s", rate, state["step"])
+                if loader is not None:  # bad data the stream skipped so far (this rank)
+                    for key in ("skipped_samples", "skipped_shards"):
+                        writer.add_scalar(f"data/{key}", loader.stats.as_dict()[key],
+                                          state["step"])
         last = state["step"] == cfg.train.steps
         if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
             validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
