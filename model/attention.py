@@ -99,34 +99,24 @@ class PlainAttnProcessor(Processor):
 
 
 class AppearanceWriteProcessor(PlainAttnProcessor):
-    """Appearance-encoder self-attention that also stores its (normed) input tokens in the bank."""
+    """Appearance-encoder self-attention that also stores its (normed) input tokens in the bank.
 
-    def __init__(self, layer: str):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                temb=None, drag: DragConditions | None = None):
-        if drag is not None:
-            drag.bank[self.layer] = hidden_states
-        return super().forward(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-
-
-class AppearanceRecordOnlyProcessor(Processor):
-    """The encoder's last self-attention: only its input is used, so nothing is computed.
-
-    That layer has no projection weights (see `AppearanceEncoderModel`), as in the public layout.
+    compute=False is for the encoder's last self-attention: only its input is used, so nothing
+    is computed; that layer has no projection weights (see `AppearanceEncoderModel`), as in the
+    public layout.
     """
 
-    def __init__(self, layer: str):
+    def __init__(self, layer: str, compute: bool = True):
         super().__init__()
-        self.layer = layer
+        self.layer, self.compute = layer, compute
 
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                 temb=None, drag: DragConditions | None = None):
         if drag is not None:
             drag.bank[self.layer] = hidden_states
-        return torch.zeros_like(hidden_states)
+        if not self.compute:
+            return torch.zeros_like(hidden_states)
+        return super().forward(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 class PointAttnProcessor(Processor):

@@ -10,9 +10,8 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from model.appearance_encoder import AppearanceEncoderModel
-from model.attention import (AppearanceRecordOnlyProcessor, AppearanceWriteProcessor,
-                             DragConditions, IPAttnProcessor, PlainAttnProcessor,
-                             PointAttnProcessor)
+from model.attention import (AppearanceWriteProcessor, DragConditions, IPAttnProcessor,
+                             PlainAttnProcessor, PointAttnProcessor)
 from model.point_embedding import PointEmbedding
 
 FUSION_MODES = ("full", "midup", "up")
@@ -86,7 +85,7 @@ class LightningDragModel(nn.Module):
         for key in appearance_encoder.attn_processors:
             layer = key[: -len(".processor")]
             if layer == appearance_encoder.last_layer:
-                writer[key] = AppearanceRecordOnlyProcessor(layer)
+                writer[key] = AppearanceWriteProcessor(layer, compute=False)
             elif layer.endswith("attn1") and is_fused(layer, fusion):
                 writer[key] = AppearanceWriteProcessor(layer)
             else:

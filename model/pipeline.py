@@ -33,6 +33,7 @@ from model import checkpoint
 from model.attention import DragConditions, tile_batch
 from model.lightning_drag import LightningDragModel
 from model.lora import fuse_lora
+from model.images import images_to_tensor, tensor_to_images
 from model.points import DragInputError, point_maps, validate_drag
 from schemas.coords import crop_resize, scale_points
 
@@ -159,7 +160,7 @@ class DragEditPipeline:
         return self._text_cache[prompt]
 
     def encode_image_prompt(self, images: torch.Tensor) -> torch.Tensor:
-        pil = [Image.fromarray(im) for im in _to_uint8(images)]
+        pil = [Image.fromarray(im) for im in tensor_to_images(images)]
         pixels = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
         embeds = self.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
         return self.model.image_proj(embeds)
@@ -210,7 +211,8 @@ class DragEditPipeline:
 
         started = time.perf_counter()
         res = self._check_resolution(resolution)
-        source = _to_tensor(crop_resize(image, (0, 0, *size), res)).to(self.device, self.dtype)
+        source = images_to_tensor([crop_resize(image, (0, 0, *size), res)])
+        source = source.to(self.device, self.dtype)
         mask_res = cv2.resize((mask > 0).astype(np.uint8), res, interpolation=cv2.INTER_NEAREST)
         mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
         h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
@@ -222,7 +224,7 @@ class DragEditPipeline:
             step_targets = h_res + (t_res - h_res) * ((k + 1) / sequential)
             source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
                                 guidance, schedule, generators, scheduler, counts)
-        images = [crop_resize(im, (0, 0, *res), size) for im in _to_uint8(source)]
+        images = [crop_resize(im, (0, 0, *res), size) for im in tensor_to_images(source)]
         return EditResult(images=images, seconds=time.perf_counter() - started, scheduler=scheduler,
                           steps=steps, resolution=res, **counts)
 
@@ -279,12 +281,3 @@ class DragEditPipeline:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":  # time what the GPU did, not what was queued
         torch.cuda.synchronize(device)
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(x.permute(0, 2, 3, 1).cpu().numpy())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from schemas.typed_config import ConfigError, build, load_yaml, to_dict, to_yaml
+from schemas.typed_config import ConfigError, TypedConfig, build, load_yaml, require
 
 __all__ = ["ConfigError", "PipelineConfig", "from_dict", "load_config"]
 
@@ -79,7 +79,7 @@ class RayConfig:
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(TypedConfig):
     seed: int = 0
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -109,16 +109,8 @@ class PipelineConfig:
             (self.filter.segment_s > 0, "filter.segment_s > 0"),
             (self.ray.max_units_in_flight >= 1, "ray.max_units_in_flight >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid config: {message}")
+        require(checks)
         return self
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    def to_yaml(self) -> str:
-        return to_yaml(self)
 
 
 def from_dict(data: dict) -> PipelineConfig:

@@ -72,3 +72,20 @@ def to_dict(config) -> dict:
 
 def to_yaml(config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=True)
+
+
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError for the first (ok, message) check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"invalid config: {message}")
+
+
+class TypedConfig:
+    """Mixin for a config dataclass: its plain-mapping and YAML forms."""
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return to_yaml(self)

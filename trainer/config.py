@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from schemas.typed_config import ConfigError, build, load_yaml, to_dict, to_yaml
+from schemas.typed_config import TypedConfig, build, load_yaml, require
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("cosine", "constant")
@@ -76,7 +76,7 @@ class LogConfig:
 
 
 @dataclass
-class Config:
+class Config(TypedConfig):
     run_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -101,16 +101,8 @@ class Config:
             (self.checkpoint.every >= 1 and self.checkpoint.keep_last >= 1,
              "checkpoint.every, keep_last >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid config: {message}")
+        require(checks)
         return self
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    def to_yaml(self) -> str:
-        return to_yaml(self)
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:

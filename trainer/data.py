@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from model.images import images_to_tensor
 from model.points import point_maps
 from schemas.sample import SampleError, decode_sample
 from trainer.augment import augment_pair, resize_pair
@@ -215,12 +216,6 @@ def _shuffled(items, rng: np.random.Generator, size: int):
 # Samples and batches
 
 
-def _to_unit(images: list[np.ndarray]) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x.float().div_(127.5).sub_(1.0)
-
-
 def collate(items: list[dict]) -> dict:
     """Prepared samples (same size R) -> the training batch."""
     r = items[0]["source"].shape[0]
@@ -231,8 +226,8 @@ def collate(items: list[dict]) -> dict:
         target_maps.append(tm)
     masks = torch.from_numpy(np.stack([it["mask"] for it in items]) > 127)
     return {
-        "source": _to_unit([it["source"] for it in items]),
-        "target": _to_unit([it["target"] for it in items]),
+        "source": images_to_tensor([it["source"] for it in items]),
+        "target": images_to_tensor([it["target"] for it in items]),
         "mask": masks[:, None].float(),
         "handle_map": torch.cat(handle_maps),
         "target_map": torch.cat(target_maps),

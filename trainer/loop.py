@@ -33,6 +33,7 @@ import torch
 
 from model.checkpoint import save_lightning_drag
 from model.layout import checkpoint_paths
+from model.images import tensor_to_images
 from model.pipeline import DragEditPipeline
 from trainer.config import Config, from_dict
 from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
@@ -187,16 +188,15 @@ def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: 
 def pairs_from_batch(batch: dict, count: int) -> list[dict]:
     """The first `count` pairs of a batch as images and points (labels of the point maps)."""
     pairs = []
+    sources, targets = tensor_to_images(batch["source"]), tensor_to_images(batch["target"])
     for i in range(min(count, batch["source"].shape[0])):
-        def image(x):
-            return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
         points = []
         for key in ("handle_map", "target_map"):
             m = batch[key][i, 0]
             labels = range(1, int(m.max()) + 1)
             points.append(np.array([[float(x), float(y)] for y, x in
                                     (torch.nonzero(m == k)[0].tolist() for k in labels)]))
-        pairs.append({"source": image(batch["source"][i]), "target": image(batch["target"][i]),
+        pairs.append({"source": sources[i], "target": targets[i],
                       "mask": (batch["mask"][i, 0] > 0.5).numpy().astype(np.uint8) * 255,
                       "handles": points[0], "targets": points[1]})
     return pairs
