@@ -121,7 +121,9 @@ def init_ray(address: str | None) -> str:
 
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     # Workers on any node import our packages from the runtime env, not from this checkout.
-    env = {"py_modules": [pipeline, schemas]}
+    # Paths, not module objects: inside `ray job submit` Ray merges (deep-copies) this with
+    # the job's own runtime env, and modules cannot be copied.
+    env = {"py_modules": [os.path.dirname(m.__file__) for m in (pipeline, schemas)]}
     if target == "local":
         ray.init(address="local", runtime_env=env, include_dashboard=False)
     else:

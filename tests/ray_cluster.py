@@ -1,0 +1,155 @@
+"""A real local Ray cluster for tests, started and driven the way users do it: `ray start
+--head` on loopback with token authentication, and `ray job submit` / `status` / `logs` /
+`stop` through the `ray` command line."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from tests.conftest import REPO
+
+VENV_BIN = os.path.dirname(sys.executable)
+# Token authentication on (clients that name an address must say so), and kept on loopback
+# (otherwise Ray swaps 127.0.0.1 for the machine's routable address).
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def clean_env(**extra) -> dict:
+    """This process's environment without Ray or torch.distributed settings (in-process
+    training leaves RANK/MASTER_PORT behind), with the venv first on PATH so a job's
+    `python` is ours, and the repository importable."""
+    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k not in drop}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    return {**env, **LOOPBACK, **extra}
+
+
+class LocalCluster:
+    """`with LocalCluster(num_cpus=2) as c: c.submit(...)`; stopped (forcefully) on exit."""
+
+    def __init__(self, num_cpus: int = 2):
+        self.num_cpus = num_cpus
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        # Short: Ray puts unix sockets under it (path length limit).
+        self.temp_dir = f"/tmp/ray-test-{self.port}"
+
+    def ray(self, *args, timeout=120, check=True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([os.path.join(VENV_BIN, "ray"), *args], env=clean_env(),
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"ray {' '.join(args)} exited {proc.returncode}:\n"
+                               f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def __enter__(self) -> "LocalCluster":
+        self.ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+                 f"--num-cpus={self.num_cpus}", f"--dashboard-port={self.dashboard_port}",
+                 "--include-dashboard=true", "--disable-usage-stats",
+                 f"--temp-dir={self.temp_dir}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Kill this cluster's processes only (`ray stop` would stop every Ray on the
+        machine): those naming its temp dir or address, and all their descendants."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.processes()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 5
+            while pids and time.time() < deadline and any(_alive(p) for p in pids):
+                time.sleep(0.2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def processes(self) -> list[int]:
+        parents, roots = {}, set()
+        marks = (self.temp_dir.encode(), f"--address={self.address}".encode())
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if any(m in cmdline for m in marks):
+                roots.add(int(entry))
+        found, grew = set(roots), True
+        while grew:
+            children = {p for p, parent in parents.items() if parent in found} - found
+            found |= children
+            grew = bool(children)
+        found.discard(os.getpid())
+        return sorted(found)
+
+    def submit(self, *entrypoint: str, runtime_env: dict | None = None,
+               working_dir=REPO) -> str:
+        """`ray job submit --no-wait`; returns the job's submission id."""
+        job_id = f"test-{uuid.uuid4().hex[:10]}"
+        args = ["job", "submit", "--no-wait", "--address", self.dashboard, "--submission-id",
+                job_id, "--working-dir", str(working_dir)]
+        if runtime_env:
+            args += ["--runtime-env-json", json.dumps(runtime_env)]
+        self.ray(*args, "--", *entrypoint)
+        return job_id
+
+    def status(self, job_id: str) -> str:
+        """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED (asked through Ray's job SDK: the
+        CLI's `ray job status` words it for people)."""
+        code = ("import sys; from ray.job_submission import JobSubmissionClient as C; "
+                "print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)")
+        proc = subprocess.run([sys.executable, "-c", code, self.dashboard, job_id],
+                              env=clean_env(), capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"job status {job_id}: {proc.stdout}\n{proc.stderr}")
+        return proc.stdout.split()[-1]
+
+    def logs(self, job_id: str) -> str:
+        return self.ray("job", "logs", "--address", self.dashboard, job_id).stdout
+
+    def stop(self, job_id: str) -> None:
+        self.ray("job", "stop", "--address", self.dashboard, job_id, check=False)
+
+    def wait(self, job_id: str, timeout: float = 600) -> tuple[str, str]:
+        """(final status, logs) of a job."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = self.status(job_id)
+            if status in FINAL:
+                return status, self.logs(job_id)
+            time.sleep(1)
+        self.stop(job_id)
+        raise TimeoutError(f"job {job_id} not finished after {timeout} s:\n{self.logs(job_id)}")
+
+    def run(self, *entrypoint: str, timeout: float = 600, **kw) -> tuple[str, str]:
+        return self.wait(self.submit(*entrypoint, **kw), timeout)
