@@ -4,10 +4,11 @@ Launch: one process (no RANK in the environment: a single-rank gloo/nccl group i
 `torchrun`, or the `deepspeed` launcher (both set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
 
 Reproducibility: each sample's randomness (noise, timestep, point dropout) comes from a
-generator seeded by (seed, index of the micro-step in the run, the sample's place in the global
-batch), and the data stream is deterministic and resumable by the number of batches it has
-delivered. A resumed run therefore repeats exactly what the uninterrupted run would have done,
-and N ranks with batch B draw what one rank with batch N*B draws.
+generator seeded by (seed, optimiser step, the sample's place in the step's global batch), and
+the data stream is deterministic and resumable by the number of batches it has delivered. A
+resumed run therefore repeats exactly what the uninterrupted run would have done, and N ranks
+with batch B, or K accumulation micro-steps of batch B, draw what one rank with batch N*K*B
+draws.
 
 Checkpoints: `<run_dir>/checkpoints/step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every
 rank writes its part), `trainer.json` (step, batches consumed, counters) and the inference
@@ -92,12 +93,14 @@ def lr_factor(cfg: Config):
     return factor
 
 
-def sample_generators(seed: int, micro_index: int, first: int, count: int) -> list:
-    """One generator per sample, keyed by the micro-step and the sample's place in the global
-    batch (rank * batch + i): one rank with batch 2B draws what two ranks with B draw."""
+def sample_generators(seed: int, step: int, first: int, count: int) -> list:
+    """One generator per sample, keyed by the optimiser step and the sample's place in that
+    step's global batch ((micro * world + rank) * batch + i): one rank with batch 2B draws
+    what two ranks with B draw, and what one rank with batch B and two accumulation
+    micro-steps draws."""
     out = []
     for i in range(first, first + count):
-        mixed = np.random.SeedSequence([seed, micro_index, i]).generate_state(1, np.uint64)[0]
+        mixed = np.random.SeedSequence([seed, step, i]).generate_state(1, np.uint64)[0]
         out.append(torch.Generator().manual_seed(int(mixed)))
     return out
 
@@ -347,7 +350,8 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
             batch = next(batches)
             t1 = time.perf_counter()
             size = batch["source"].shape[0]
-            gens = sample_generators(cfg.train.seed, state["batches"], rank * size, size)
+            gens = sample_generators(cfg.train.seed, state["step"],
+                                     (micro * world + rank) * size, size)
             state["batches"] += 1
             inputs, goal, timesteps = prepare_inputs(pipe, scheduler, batch, cfg.model.prompt,
                                                      gens, cfg.train.point_dropout,
