@@ -91,6 +91,13 @@ def _publish(write, path: str) -> None:
         raise
 
 
+def _torch_save(obj, path: str) -> None:
+    """torch.save through a file object: given a path, torch names the archive's root folder
+    after the (temporary, random) file name, and the same weights would give different bytes."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def _write_text(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -146,7 +153,7 @@ def save_ip_adapter_file(model: LightningDragModel, ip_dir: str) -> None:
     ip = {k: v for k, v in model.attention_processors.state_dict().items()
           if k.endswith(("to_k_ip.weight", "to_v_ip.weight"))}
     state = {"image_proj": _cpu(model.image_proj.state_dict()), "ip_adapter": _cpu(ip)}
-    _publish(lambda p: torch.save(state, p), os.path.join(ip_dir, IP_ADAPTER_FILE))
+    _publish(lambda p: _torch_save(state, p), os.path.join(ip_dir, IP_ADAPTER_FILE))
 
 
 # --- LightningDrag ---------------------------------------------------------------------------
@@ -249,7 +256,7 @@ def save_lightning_drag(model: LightningDragModel, model_dir: str) -> None:
              os.path.join(folder, APPEARANCE_WEIGHTS))
     _publish(lambda p: _write_text(p, json.dumps(config, indent=2, default=list)),
              os.path.join(folder, "config.json"))
-    _publish(lambda p: torch.save(_cpu(model.point_embedding.state_dict()), p),
+    _publish(lambda p: _torch_save(_cpu(model.point_embedding.state_dict()), p),
              os.path.join(model_dir, POINT_EMBEDDING_FILE))
-    _publish(lambda p: torch.save(_cpu(model.attention_processors.state_dict()), p),
+    _publish(lambda p: _torch_save(_cpu(model.attention_processors.state_dict()), p),
              os.path.join(model_dir, ATTN_FILE))

@@ -48,6 +48,17 @@ def test_save_then_load_gives_the_same_weights_and_the_same_edit(pipe, tiny_path
         "config.json", "diffusion_pytorch_model.safetensors"]
 
 
+def test_saving_the_same_weights_twice_gives_the_same_bytes(pipe, tmp_path):
+    for name in ("a", "b"):
+        save_lightning_drag(pipe.model, str(tmp_path / name / "ld"))
+        save_ip_adapter_file(pipe.model, str(tmp_path / name / "ip"))
+    files = sorted(os.path.relpath(os.path.join(d, n), tmp_path / "a")
+                   for d, _, names in os.walk(tmp_path / "a") for n in names)
+    assert len(files) == 5
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
 def _edit_torch_file(path, change):
     state = torch.load(path, weights_only=True)
     change(state)
