@@ -41,19 +41,21 @@ class AppearanceEncoderModel(UNet2DConditionModel):
 
     @classmethod
     def from_backbone(cls, unet: UNet2DConditionModel) -> "AppearanceEncoderModel":
-        """An encoder initialised from the backbone's weights (its first 4 input channels)."""
+        """An encoder initialised from the backbone's weights (its input channels that take the
+        noisy latents, as many as the latents have: 4 for SD's VAE)."""
+        latent = unet.config.out_channels
         config = dict(unet.config)
-        config["in_channels"] = 4
+        config["in_channels"] = latent
         encoder = cls.from_config(config)
         state = {k: v for k, v in unet.state_dict().items() if ".processor." not in k}
-        state["conv_in.weight"] = state["conv_in.weight"][:, :4]
+        state["conv_in.weight"] = state["conv_in.weight"][:, :latent]
         own = encoder.state_dict()
         encoder.load_state_dict({k: state[k] for k in own})
         return encoder if unet.dtype == encoder.dtype else encoder.to(dtype=unet.dtype)
 
     def encode(self, latents: torch.Tensor,
                text_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Clean source latents (b, 4, h, w) -> bank {layer name: (b, tokens, channels)}."""
+        """Clean source latents (b, c, h, w) -> bank {layer name: (b, tokens, channels)}."""
         drag = DragConditions()
         timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=torch.long)
         self(latents, timestep, encoder_hidden_states=text_embeddings,

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from model.appearance_encoder import AppearanceEncoderModel
 from model.lightning_drag import FUSION_MODES, ImageProjection, LightningDragModel, is_fused
+from model.pixel_vae import PixelVAE
 from model.point_embedding import PointEmbedding
 
 APPEARANCE_DIR = "appearance_encoder"
@@ -127,6 +128,32 @@ def load_pretrained(cls, path: str, subfolder: str | None = None, dtype=None):
     return model
 
 
+def load_vae(path: str, subfolder: str | None = None, dtype=None):
+    """The VAE of a base model directory: an `AutoencoderKL`, or a weightless `PixelVAE`
+    (small worlds trained from scratch) when its config names that class."""
+    from diffusers import AutoencoderKL
+
+    config_path = os.path.join(path, subfolder or "", "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+        if config.get("_class_name") == PixelVAE.__name__:
+            vae = PixelVAE.from_config(config)
+            return vae.to(dtype) if dtype is not None else vae
+    return load_pretrained(AutoencoderKL, path, subfolder, dtype)
+
+
+def vae_scale_factor(vae) -> int:
+    """Pixels per latent along each side."""
+    if isinstance(vae, PixelVAE):
+        return vae.config.factor
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def latent_channels(vae) -> int:
+    return vae.latent_channels if isinstance(vae, PixelVAE) else vae.config.latent_channels
+
+
 # --- IP-Adapter ------------------------------------------------------------------------------
 
 def load_ip_adapter_file(ip_dir: str) -> tuple[dict, dict]:
@@ -202,11 +229,13 @@ def load_image_projection(ip_dir: str, unet, image_embed_dim: int):
 
 
 def new_lightning_drag(unet, image_embed_dim: int, ip_dir: str, fusion: str = "full",
-                       point_embed_dim: int = 16) -> LightningDragModel:
+                       point_embed_dim: int = 16, vae_scale: int = 8) -> LightningDragModel:
     """A model to start training from: the appearance encoder initialised from the backbone, a
-    new point embedding (for an 8x VAE), zero point projections, and the IP-Adapter loaded."""
+    new point embedding (for a VAE of `vae_scale`), zero point projections, and the IP-Adapter
+    loaded."""
     encoder = AppearanceEncoderModel.from_backbone(unet)
-    points = PointEmbedding(point_embed_dim, 8, 2 ** (len(unet.config.block_out_channels) - 1))
+    points = PointEmbedding(point_embed_dim, vae_scale,
+                            2 ** (len(unet.config.block_out_channels) - 1))
     image_proj, ip_state = load_image_projection(ip_dir, unet, image_embed_dim)
     model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
     processors = model.attention_processors

@@ -62,9 +62,14 @@ class LightningDragModel(nn.Module):
         if len(point_embedding.output_dims) != num_scales:
             raise ValueError(f"point embedding has {len(point_embedding.output_dims)} scales but "
                              f"the UNet has {num_scales}")
-        if unet.config.in_channels != 9 or appearance_encoder.config.in_channels != 4:
-            raise ValueError("the backbone must be an inpainting UNet (9 input channels) and the "
-                             "appearance encoder take 4")
+        latent = unet.config.out_channels  # 4 for SD's VAE
+        if unet.config.in_channels != 2 * latent + 1 or \
+                appearance_encoder.config.in_channels != latent:
+            raise ValueError(
+                f"the backbone must be an inpainting UNet ({2 * latent + 1} input channels: "
+                f"noisy latents, mask, masked-image latents; has {unet.config.in_channels}) and "
+                f"the appearance encoder take the {latent} latent channels (takes "
+                f"{appearance_encoder.config.in_channels})")
         self.unet, self.appearance_encoder = unet, appearance_encoder
         self.point_embedding, self.image_proj = point_embedding, image_proj
         self.fusion = fusion

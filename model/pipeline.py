@@ -33,6 +33,7 @@ from model import checkpoint
 from model.attention import DragConditions, tile_batch
 from model.lightning_drag import LightningDragModel
 from model.lora import fuse_lora
+from model.pixel_vae import PixelVAE
 from model.images import images_to_tensor, tensor_to_images
 from model.points import DragInputError, point_maps, validate_drag
 from schemas.coords import crop_resize, scale_points
@@ -72,7 +73,8 @@ class EditResult:
 
 class DragEditPipeline:
 
-    def __init__(self, model: LightningDragModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+    def __init__(self, model: LightningDragModel, vae: AutoencoderKL | PixelVAE,
+                 text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, image_encoder: CLIPVisionModelWithProjection,
                  feature_extractor: CLIPImageProcessorPil, scheduler_config: dict,
                  lcm: bool = False):
@@ -80,7 +82,7 @@ class DragEditPipeline:
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
         self.scheduler_config, self.lcm = dict(scheduler_config), lcm
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_factor = checkpoint.vae_scale_factor(vae)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     # --- loading ---------------------------------------------------------------------------
@@ -101,8 +103,8 @@ class DragEditPipeline:
         unet = load(UNet2DConditionModel, base_dir, "unet", dtype)
         if lcm_lora:
             fuse_lora(unet, checkpoint.load_tensor_file(lcm_lora))
-        vae = (load(AutoencoderKL, vae_dir, None, dtype) if vae_dir
-               else load(AutoencoderKL, base_dir, "vae", dtype))
+        vae = (checkpoint.load_vae(vae_dir, None, dtype) if vae_dir
+               else checkpoint.load_vae(base_dir, "vae", dtype))
         text_encoder = load(CLIPTextModel, base_dir, "text_encoder", dtype)
         tokenizer = CLIPTokenizer.from_pretrained(base_dir, subfolder="tokenizer",
                                                   local_files_only=True)
@@ -117,7 +119,8 @@ class DragEditPipeline:
         embed_dim = image_encoder.config.projection_dim
         if model_dir is None:
             model = checkpoint.new_lightning_drag(unet, embed_dim, ip_adapter_dir,
-                                                  fusion or "full", point_embed_dim)
+                                                  fusion or "full", point_embed_dim,
+                                                  checkpoint.vae_scale_factor(vae))
         else:
             model = checkpoint.load_lightning_drag(model_dir, unet, embed_dim, ip_adapter_dir,
                                                    fusion=fusion)
@@ -213,7 +216,10 @@ class DragEditPipeline:
         res = self._check_resolution(resolution)
         source = images_to_tensor([crop_resize(image, (0, 0, *size), res)])
         source = source.to(self.device, self.dtype)
-        mask_res = cv2.resize((mask > 0).astype(np.uint8), res, interpolation=cv2.INTER_NEAREST)
+        # Nearest neighbour with pixel centres (the half-pixel rule the points follow), as the
+        # trainer resizes masks; cv2.INTER_NEAREST would shift the mask by up to half a pixel.
+        mask_res = cv2.resize((mask > 0).astype(np.uint8), res,
+                              interpolation=cv2.INTER_NEAREST_EXACT)
         mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
         h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
         generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(candidates)]

@@ -41,9 +41,11 @@ def random_lora(unet: nn.Module, rank: int = 4, std: float = 0.05) -> dict[str, 
 
 
 def save_tiny_checkpoints(root: str, seed: int = 0, point_embed_dim: int = 2,
-                          fusion: str = "full") -> dict[str, str]:
+                          fusion: str = "full", **base) -> dict[str, str]:
+    """`base`: options of `save_tiny_inpainting_base` (resolution, pixel_vae_factor,
+    block_out_channels)."""
     paths = checkpoint_paths(root)
-    save_tiny_inpainting_base(paths["base"], seed=seed)
+    save_tiny_inpainting_base(paths["base"], seed=seed, **base)
     save_tiny_image_encoder(os.path.join(paths["ip_adapter"], "image_encoder"), seed=seed + 1)
     unet = UNet2DConditionModel.from_pretrained(paths["base"], subfolder="unet",
                                                 local_files_only=True)
@@ -51,7 +53,8 @@ def save_tiny_checkpoints(root: str, seed: int = 0, point_embed_dim: int = 2,
         torch.manual_seed(seed + 2)
         encoder = AppearanceEncoderModel.from_backbone(unet)
         scales = len(unet.config.block_out_channels)
-        points = PointEmbedding(point_embed_dim, vae_scale=8, unet_scale=2 ** (scales - 1))
+        points = PointEmbedding(point_embed_dim, vae_scale=base.get("pixel_vae_factor") or 8,
+                                unet_scale=2 ** (scales - 1))
         image_proj = ImageProjection(unet.config.cross_attention_dim, TINY_IMAGE_EMBED_DIM)
         model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
         for p in model.point_processors():  # a trained model's points do something

@@ -22,6 +22,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from model.pixel_vae import PixelVAE
+
 # Sizes that other code (adapters, tests) must agree with.
 TINY_CROSS_ATTENTION_DIM = 32  # text encoder hidden size == UNet cross_attention_dim
 TINY_IMAGE_EMBED_DIM = 32  # CLIP vision projection_dim (IP-Adapter image_embeds width)
@@ -94,20 +96,34 @@ def _save_tokenizer(out_dir: str) -> int:
     return len(vocab)
 
 
-def save_tiny_inpainting_base(out_dir: str, seed: int = 0) -> None:
-    """Write a tiny random StableDiffusionInpaintPipeline directory (SD-1.5-inpainting layout)."""
-    os.makedirs(out_dir, exist_ok=True)
+def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TINY_RESOLUTION,
+                              pixel_vae_factor: int = 0,
+                              block_out_channels: tuple = (32, 32, 64, 64)) -> None:
+    """Write a tiny random StableDiffusionInpaintPipeline directory (SD-1.5-inpainting layout).
 
-    # UNet: SD-1.5 block structure, 9 input channels (4 latent + 1 mask + 4 masked-image latent).
+    pixel_vae_factor=0: a random AutoencoderKL with SD's 8x scale factor. pixel_vae_factor=f:
+    an exact space-to-depth `PixelVAE` of factor f instead (3*f*f latent channels), for small
+    worlds trained from scratch. The UNet has SD's block pattern (cross-attention blocks, then
+    one plain block at the coarsest scale) with `block_out_channels`."""
+    factor = pixel_vae_factor or 8
+    cell = factor * 2 ** (len(block_out_channels) - 1)
+    if resolution % cell:
+        raise ValueError(f"resolution {resolution} is not a multiple of the model's {cell} "
+                         "pixels per UNet cell")
+    os.makedirs(out_dir, exist_ok=True)
+    latent = 3 * pixel_vae_factor ** 2 if pixel_vae_factor else 4
+    levels = len(block_out_channels)
+
+    # UNet: input = noisy latents + mask + masked-image latents (9 channels with SD's VAE).
     with _seeded(seed):
         unet = UNet2DConditionModel(
-            sample_size=TINY_RESOLUTION // 8,
-            in_channels=9,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            sample_size=resolution // factor,
+            in_channels=2 * latent + 1,
+            out_channels=latent,
+            down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
             mid_block_type="UNetMidBlock2DCrossAttn",
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            block_out_channels=(32, 32, 64, 64),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+            block_out_channels=tuple(block_out_channels),
             layers_per_block=1,
             norm_num_groups=8,
             attention_head_dim=8,  # diffusers' SD naming: this is the number of heads
@@ -115,39 +131,11 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0) -> None:
         )
     unet.save_pretrained(os.path.join(out_dir, "unet"))
 
-    # VAE: 4 blocks -> 3 downsamples -> scale factor 8, as in SD.
-    with _seeded(seed):
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16),
-            layers_per_block=1,
-            norm_num_groups=8,
-            latent_channels=4,
-            sample_size=TINY_RESOLUTION,
-            scaling_factor=0.18215,
-        )
-    vae.save_pretrained(os.path.join(out_dir, "vae"))
-
-    vocab = _tiny_vocab()
-    vocab_size = _save_tokenizer(os.path.join(out_dir, "tokenizer"))
-
-    with _seeded(seed):
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=TINY_CROSS_ATTENTION_DIM,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=_MAX_LENGTH,
-            projection_dim=32,
-            bos_token_id=vocab[_BOS],
-            eos_token_id=vocab[_EOS],
-            pad_token_id=vocab[_EOS],
-        ))
-    text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
+    if pixel_vae_factor:
+        PixelVAE(factor=pixel_vae_factor).save_pretrained(os.path.join(out_dir, "vae"))
+    else:
+        save_tiny_vae(os.path.join(out_dir, "vae"), seed=seed, resolution=resolution)
+    save_tiny_text_encoder(out_dir, seed=seed)
 
     DDIMScheduler(
         num_train_timesteps=1000,
@@ -172,10 +160,49 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0) -> None:
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
+        "vae": ["diffusers", "PixelVAE" if pixel_vae_factor else "AutoencoderKL"],
     }
     with open(os.path.join(out_dir, "model_index.json"), "w", encoding="utf-8") as f:
         json.dump(model_index, f, indent=2)
+
+
+def save_tiny_vae(out_dir: str, seed: int = 0, resolution: int = TINY_RESOLUTION) -> None:
+    """Write a tiny random SD VAE: 4 blocks -> 3 downsamples -> scale factor 8, as in SD."""
+    with _seeded(seed):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+            sample_size=resolution,
+            scaling_factor=0.18215,
+        )
+    vae.save_pretrained(out_dir)
+
+
+def save_tiny_text_encoder(out_dir: str, seed: int = 0) -> None:
+    """Write out_dir/tokenizer/ and out_dir/text_encoder/ (a tiny random CLIP text model with a
+    hidden size of TINY_CROSS_ATTENTION_DIM), as an SD pipeline directory holds them."""
+    vocab = _tiny_vocab()
+    vocab_size = _save_tokenizer(os.path.join(out_dir, "tokenizer"))
+    with _seeded(seed):
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=TINY_CROSS_ATTENTION_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=_MAX_LENGTH,
+            projection_dim=32,
+            bos_token_id=vocab[_BOS],
+            eos_token_id=vocab[_EOS],
+            pad_token_id=vocab[_EOS],
+        ))
+    text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
 
 
 def save_tiny_image_encoder(out_dir: str, seed: int = 0) -> None:
