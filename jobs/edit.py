@@ -54,7 +54,7 @@ class UsageError(Exception):
     """Bad command line or inputs: printed as `error: ...`, exit status 2."""
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--drag", help='handle->target pairs, "x0,y0->x1,y1; x0,y0->x1,y1"')
     io.add_argument("--prompt", help="text prompt (default: empty, or the DragBench sample's)")
     io.add_argument("--out", required=True, metavar="OUT", help="output directory (created)")
+    add_checkpoint_arguments(ap)
+    s = add_sampling_arguments(ap)
+    s.add_argument("--candidates", type=positive_int, default=1,
+                   help="edits to sample (default 1)")
+    s.add_argument("--sequential", type=positive_int, default=1,
+                   help="split the drag into this many successive edits (default 1)")
+    return ap
+
+
+def add_checkpoint_arguments(ap: argparse.ArgumentParser) -> None:
+    """The model flags (shared with jobs.evaluate); `checkpoint_paths` reads them."""
     ck = ap.add_argument_group("checkpoints")
     ck.add_argument("--checkpoints", metavar="ROOT", help="checkpoints directory (public layout)")
     ck.add_argument("--model-dir", metavar="D", help="LightningDrag directory")
@@ -81,8 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("--vae", metavar="D", help="VAE directory (default: the base model's)")
     ck.add_argument("--fusion", choices=FUSION_MODES,
                     help="expect this fusion mode (default: the one the checkpoint was saved with)")
+
+
+def add_sampling_arguments(ap: argparse.ArgumentParser):
+    """The edit settings shared with jobs.evaluate; returns the group for more."""
     s = ap.add_argument_group("sampling")
-    s.add_argument("--steps", type=_positive, help="denoising steps (default 25 ddim, 8 lcm)")
+    s.add_argument("--steps", type=positive_int, help="denoising steps (default 25 ddim, 8 lcm)")
     s.add_argument("--guidance", type=float, default=4.0,
                    help="point-guidance scale (default 4.0)")
     s.add_argument("--schedule", default="inverse-square", choices=SCHEDULES,
@@ -90,14 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", choices=SCHEDULERS,
                    help="default: lcm when an LCM-LoRA is loaded, else ddim")
     s.add_argument("--seed", type=int, default=0, help="candidate k uses seed + k (default 0)")
-    s.add_argument("--candidates", type=_positive, default=1, help="edits to sample (default 1)")
-    s.add_argument("--sequential", type=_positive, default=1,
-                   help="split the drag into this many successive edits (default 1)")
-    s.add_argument("--resolution", type=_positive,
+    s.add_argument("--resolution", type=positive_int,
                    help="square model resolution in pixels (default: the model's)")
     s.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     s.add_argument("--dtype", default="fp32", choices=DTYPES, help="default fp32")
-    return ap
+    return s
 
 
 def main(argv=None) -> int:
@@ -116,25 +128,12 @@ def run(args) -> int:
     edit_input = read_inputs(args)
     paths = checkpoint_paths(args)
 
-    quiet_deepspeed()
-    import torch
-
-    from model.checkpoint import CheckpointError
-    from model.drawing import draw_drag, side_by_side
-    from model.pipeline import DragEditPipeline
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    device = resolve_device(args)
     started = time.perf_counter()
-    try:
-        pipe = DragEditPipeline.from_pretrained(
-            paths["model_dir"], paths["base"], paths["ip_adapter"], lcm_lora=paths["lcm_lora"],
-            vae_dir=paths["vae"], fusion=args.fusion, device=device, dtype=dtype)
-    except CheckpointError as e:
-        raise UsageError(e) from None
+    pipe = load_pipeline(args, paths, device)
     load_seconds = time.perf_counter() - started
+
+    from model.drawing import draw_drag, side_by_side
     try:
         result = pipe(edit_input["image"], edit_input["mask"], edit_input["handles"],
                       edit_input["targets"], prompt=edit_input["prompt"], steps=args.steps,
@@ -183,6 +182,34 @@ def run(args) -> int:
     print(f"edited {len(result.images)} candidate(s) in {result.seconds:.2f} s, "
           f"{result.unet_calls} UNet calls -> {args.out}")
     return 0
+
+
+def resolve_device(args) -> str:
+    """--device, or cuda when available (torch is imported here, after the cheap checks)."""
+    quiet_deepspeed()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine")
+    return device
+
+
+def load_pipeline(args, paths: dict, device: str):
+    """The DragEditPipeline of `checkpoint_paths(args)`, in --dtype on `device`; a checkpoint
+    that does not load is a UsageError naming it."""
+    import torch
+
+    from model.checkpoint import CheckpointError
+    from model.pipeline import DragEditPipeline
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    try:
+        return DragEditPipeline.from_pretrained(
+            paths["model_dir"], paths["base"], paths["ip_adapter"], lcm_lora=paths["lcm_lora"],
+            vae_dir=paths["vae"], fusion=args.fusion, device=device, dtype=dtype)
+    except CheckpointError as e:
+        raise UsageError(e) from None
 
 
 def read_inputs(args) -> dict:

@@ -129,3 +129,27 @@ def test_lcm_needs_an_lcm_lora(pipe):
     image, mask, h, t = scene()
     with pytest.raises(ValueError, match="the LCM scheduler needs an LCM-LoRA"):
         plain(image, mask, h, t, scheduler="lcm")
+
+
+def test_mask_reaches_the_model_as_the_trainer_resizes_it(pipe, monkeypatch):
+    """At the model resolution the edit sees the mask the trainer's resize_pair makes (nearest
+    neighbour with pixel centres), here on a 192 px mask whose 3x downsampling differs between
+    cv2's INTER_NEAREST and INTER_NEAREST_EXACT."""
+    from trainer.augment import resize_pair
+
+    image = np.full((192, 192, 3), 255, np.uint8)
+    mask = np.zeros((192, 192), np.uint8)
+    mask[31:98, 40:131] = 255
+    masked_inputs = []
+    encode = pipe.encode_latents
+
+    def spy(images):
+        masked_inputs.append(images.clone())
+        return encode(images)
+
+    monkeypatch.setattr(pipe, "encode_latents", spy)
+    handles, targets = np.array([[60.0, 60.0]]), np.array([[90.0, 70.0]])
+    pipe(image, mask, handles, targets, steps=1, resolution=64)
+    seen = (masked_inputs[1][0] < 0.5).all(dim=0).numpy()   # white source, zeroed in the mask
+    _, _, expected, _, _ = resize_pair(image, image, mask, handles, targets, 64)
+    np.testing.assert_array_equal(seen, expected > 0)
