@@ -5,9 +5,12 @@
 
 VIDEOS are directories (searched recursively), globs, files or .tar shards of videos, local or
 fsspec URLs. Without --ray-address (and without RAY_ADDRESS set) a local Ray is started.
-Rerunning into the same --output resumes: finished shards are kept, new inputs are added as
-new shards. Exit status: 0 when every unit was written (inputs that fail or are filtered get
-manifest rows, they do not fail the job), 1 when a unit failed after retries, 2 on bad usage.
+The output DIR holds versions DIR/v1, DIR/v2, ...: a run builds into the version made with
+exactly its config, resuming it (finished shards are kept, new inputs are added as new
+shards), or else creates the next version; other versions are never touched. Exit status: 0
+when every unit was written (inputs that fail or are filtered get manifest rows, they do not
+fail the job), 1 when a unit failed after retries, 2 on bad usage (a flat output directory of
+earlier builds included).
 """
 from __future__ import annotations
 
@@ -17,13 +20,15 @@ import logging
 import sys
 
 from pipeline.config import ConfigError, load_config
+from schemas.dataset import DatasetError
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jobs.build_pairs", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", nargs="+", required=True, metavar="VIDEOS")
-    ap.add_argument("--output", required=True, help="output directory (local path or URL)")
+    ap.add_argument("--output", required=True,
+                    help="dataset directory holding the versions (local path or URL)")
     ap.add_argument("--config", help="YAML config (see configs/pairs-default.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one config value, e.g. --set output.resolution=512")
@@ -38,13 +43,13 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         stats = build(args.input, args.output, cfg, ray_address=args.ray_address)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_stats = stats.as_dict()
     print("run: " + json.dumps(run_stats), file=sys.stderr)
     if not args.no_report:
-        report = write_report(args.output, run_stats)
+        report = write_report(stats.version_dir, run_stats)
         print(format_counts(report))
     if stats.units_failed:
         print(f"error: {len(stats.units_failed)} unit(s) failed: {stats.units_failed}; "

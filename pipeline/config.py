@@ -1,8 +1,8 @@
 """The pipeline's typed configuration, loaded from YAML.
 
-Unknown keys are errors (a typo must not silently fall back to a default). Every run writes
-its resolved config to `<output>/config.yaml`; a rerun into the same output must use the
-same config, so one dataset never mixes two configurations.
+Unknown keys are errors (a typo must not silently fall back to a default). Every dataset
+version stores its resolved config as `<dataset>/v<N>/config.yaml`; a run builds only into the
+version with exactly its config (else a new version), so no version mixes two configurations.
 """
 from __future__ import annotations
 

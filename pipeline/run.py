@@ -15,12 +15,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import fsspec
-
 from pipeline import plan as planning
 from pipeline.config import ConfigError, PipelineConfig, from_dict
 from pipeline.report import status_reason
-from pipeline.writer import publish, unit_complete
+from pipeline.writer import unit_complete
+from schemas import dataset
 
 
 @dataclass
@@ -34,6 +33,7 @@ class RunStats:
     decoded_frames: int = 0
     statuses: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    version_dir: str = ""        # the dataset version this run built into
 
     def as_dict(self) -> dict:
         rate = lambda n: round(n / self.wall_s, 3) if self.wall_s else None
@@ -48,20 +48,37 @@ class RunStats:
                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
 
 
-def check_config(output_dir: str, cfg: PipelineConfig) -> None:
-    """Write <output>/config.yaml, or check a rerun uses the config the output was built with."""
-    fs, root = fsspec.core.url_to_fs(output_dir)
-    path = f"{root}/config.yaml"
-    fs.makedirs(root, exist_ok=True)
-    if fs.exists(path):
-        import yaml
-        with fs.open(path, "r") as f:
-            previous = from_dict(yaml.safe_load(f))
-        if previous.to_dict() != cfg.to_dict():
-            raise ConfigError(f"{output_dir} was built with a different config ({path}); "
-                              "write to a new --output, or rerun with that config")
-        return
-    publish(fs, path, cfg.to_yaml().encode())
+def open_version(dataset_dir: str, cfg: PipelineConfig) -> tuple[str, str]:
+    """The version of `dataset_dir` to build into, and why: the version built with exactly
+    `cfg` (resumed or extended), else a new version after the latest (see schemas.dataset)."""
+    dataset.check_dataset_dir(dataset_dir)
+    wanted = cfg.to_dict()
+    while True:
+        versions = dataset.list_versions(dataset_dir)
+        built_with = {v: _normalised_config(v) for v in versions}
+        for version, config in built_with.items():
+            if config == wanted:
+                return version, "same config: resuming"
+        try:
+            created = dataset.create_version(dataset_dir, wanted)
+        except dataset.VersionExists:
+            continue  # another builder took that number meanwhile: its config may be ours
+        if not versions:
+            return created, "new dataset"
+        previous = versions[-1]
+        changes = dataset.format_config_diff(dataset.config_diff(built_with[previous], wanted))
+        return created, (f"new version: config differs from {dataset.version_name(previous)} "
+                         f"in {changes}")
+
+
+def _normalised_config(version: str) -> dict:
+    """A version's config with today's defaults filled in (a key added to the code since does
+    not make an old config differ); as stored if today's code cannot read it."""
+    stored = dataset.read_config(version)
+    try:
+        return from_dict(stored).to_dict()
+    except ConfigError:
+        return stored
 
 
 # --- Ray remote functions (defined lazily so importing this module does not need Ray) -------
@@ -131,20 +148,23 @@ def init_ray(address: str | None) -> str:
     return target
 
 
-def build(inputs: list[str], output_dir: str, cfg: PipelineConfig,
+def build(inputs: list[str], dataset_dir: str, cfg: PipelineConfig,
           ray_address: str | None = None, progress=None) -> RunStats:
-    """Run the pipeline; returns the run's statistics. Starts or joins Ray."""
+    """Build into the version of `dataset_dir` that `cfg` selects (`open_version`); returns the
+    run's statistics. Starts or joins Ray."""
     import ray
 
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.time()
-    check_config(output_dir, cfg)
     uris = planning.resolve_inputs(inputs)
     if not uris:
         raise FileNotFoundError(f"no inputs found in {inputs}")
-    units = planning.update_plan(output_dir, uris, cfg.output.videos_per_unit)
-    todo = [u for u in units if not unit_complete(output_dir, u.name)]
-    stats = RunStats(units_total=len(units), units_skipped=len(units) - len(todo))
+    version_dir, why = open_version(dataset_dir, cfg)
+    progress(f"dataset: {version_dir} ({why})")
+    units = planning.update_plan(version_dir, uris, cfg.output.videos_per_unit)
+    todo = [u for u in units if not unit_complete(version_dir, u.name)]
+    stats = RunStats(units_total=len(units), units_skipped=len(units) - len(todo),
+                     version_dir=version_dir)
     progress(f"plan: {len(uris)} inputs in {len(units)} units; {stats.units_skipped} already "
              f"complete, {len(todo)} to do")
     if todo:
@@ -152,7 +172,7 @@ def build(inputs: list[str], output_dir: str, cfg: PipelineConfig,
             used = init_ray(ray_address)
             progress(f"ray: {'started a local cluster' if used == 'local' else 'joined ' + used}"
                      f" with {ray.cluster_resources().get('CPU', 0):g} CPUs")
-        _drive(todo, output_dir, cfg, stats, progress)
+        _drive(todo, version_dir, cfg, stats, progress)
     stats.wall_s = time.time() - start
     return stats
 

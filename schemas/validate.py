@@ -1,6 +1,9 @@
 """Read shards back and check every sample (and its manifest) against the v1 contract.
 
-    python -m schemas.validate OUTPUT_DIR_OR_TAR [...]
+    python -m schemas.validate DATASET_DIR_OR_SHARD_DIR_OR_TAR [...]
+
+A dataset directory (versions v1, v2, ...; see schemas.dataset) is checked version by version,
+all of them; a version directory or any other directory is checked for its `*.tar`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 
+from schemas.dataset import list_versions, version_name
 from schemas.sample import DragSample, SampleError, decode_sample
 
 
@@ -51,11 +55,20 @@ def validate_shard(path: str) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("paths", nargs="+", help="shard .tar files or directories holding them")
+    ap.add_argument("paths", nargs="+",
+                    help="dataset directories, shard .tar files or directories holding them")
     args = ap.parse_args(argv)
     shards = []
     for p in args.paths:
-        shards += sorted(glob.glob(os.path.join(p, "*.tar"))) if os.path.isdir(p) else [p]
+        if not os.path.isdir(p):
+            shards.append(p)
+            continue
+        versions = list_versions(p)
+        if versions:
+            print(f"{p}: dataset of {len(versions)} version(s): "
+                  + ", ".join(version_name(v) for v in versions))
+        for d in versions or [p]:
+            shards += sorted(glob.glob(os.path.join(d, "*.tar")))
     total, bad = 0, 0
     for shard in shards:
         try:

@@ -68,8 +68,12 @@ class LocalCluster:
         return proc
 
     def __enter__(self) -> "LocalCluster":
+        # The dashboard agent's port is fixed (52365) by default: with any other Ray on the
+        # machine holding it, this cluster's agent never serves and every job submission
+        # fails with "No available agent to submit job".
         self.ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                  f"--num-cpus={self.num_cpus}", f"--dashboard-port={self.dashboard_port}",
+                 f"--dashboard-agent-listen-port={free_port()}",
                  "--include-dashboard=true", "--disable-usage-stats",
                  f"--temp-dir={self.temp_dir}")
         return self

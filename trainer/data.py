@@ -65,6 +65,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.images import images_to_tensor
 from model.points import point_maps
+from schemas.dataset import resolve as resolve_dataset
 from schemas.sample import SampleError, decode_sample
 from trainer.augment import augment_pair, resize_pair
 
@@ -113,13 +114,17 @@ class DataStats:
 
 
 def list_shards(spec) -> list[str]:
-    """Shard URLs of `spec`: a directory (local or fsspec URL: its `*.tar`, sorted), a glob,
-    one .tar, or a list of paths/URLs (kept as given; a missing one is skipped when read)."""
+    """Shard URLs of `spec`: a dataset directory (its latest version, see schemas.dataset), a
+    directory (local or fsspec URL: its `*.tar`, sorted), a glob, one .tar, or a list of
+    paths/URLs (kept as given; a missing one is skipped when read)."""
     if isinstance(spec, (list, tuple)):
+        where = spec
         shards = [os.fspath(s) if not isinstance(s, str) else s for s in spec]
     else:
-        spec = os.fspath(spec)
-        fs, root = fsspec.core.url_to_fs(spec)
+        where = resolve_dataset(os.fspath(spec))
+        if where != os.fspath(spec):
+            log.info("data: %s is a dataset directory; using its latest version %s", spec, where)
+        fs, root = fsspec.core.url_to_fs(where)
         if any(c in root for c in "*?["):
             paths = fs.glob(root)
         elif fs.isdir(root):
@@ -129,10 +134,10 @@ def list_shards(spec) -> list[str]:
         else:
             paths = []
         paths = sorted(p for p in paths if not os.path.basename(p).startswith("."))
-        remote = fsspec.core.split_protocol(spec)[0] is not None
+        remote = fsspec.core.split_protocol(where)[0] is not None
         shards = [fs.unstrip_protocol(p) if remote else p for p in paths]
     if not shards:
-        raise ValueError(f"no shards found for {spec!r}: expected a directory holding *.tar "
+        raise ValueError(f"no shards found for {where!r}: expected a directory holding *.tar "
                          "files, a glob, or a list of shard paths/URLs")
     return shards
 

@@ -1,24 +1,33 @@
-"""`python -m jobs.build_pairs` end to end on a real local Ray: own cluster and joined
-cluster, determinism, kill-and-resume, incremental inputs (tar shards too), bad usage."""
+"""`python -m jobs.build_pairs` end to end on a real local Ray: own cluster, joined cluster and
+`ray job submit`, determinism, kill-and-resume (driver killed, worker killed, submitted job
+killed), incremental inputs (tar shards too), dataset versions, bad usage."""
 from __future__ import annotations
 
 import filecmp
+import json
+import logging
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.dataset_info import main as dataset_info_main
 from pipeline import synthetic
-from pipeline.plan import member_uri
+from pipeline.plan import member_uri, read_plan, video_id
+from pipeline.report import status_reason
+from schemas.dataset import read_version_info
 from schemas.validate import main as validate_main
 from tests.conftest import REPO
+from tests.ray_cluster import LocalCluster, clean_env
+from trainer.data import list_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -31,29 +40,52 @@ def job_env(**extra):
     return {**env, **extra}
 
 
-# A `ray start` cluster as a user runs one: token authentication on (clients that name an
-# address must say so), and kept on loopback (otherwise Ray swaps 127.0.0.1 for the machine's
-# routable address).
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-
-
 def run_job(*args, timeout=300, env=None):
     proc = subprocess.run([sys.executable, "-m", "jobs.build_pairs", *args], cwd=REPO,
                           env=env or job_env(), capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def dataset_files(out):
-    """Everything a dataset consumer reads (the report holds timings, so it is left out)."""
-    names = sorted(n for n in os.listdir(out) if n.endswith((".tar", ".parquet", ".yaml")))
+def dataset_files(version):
+    """Everything a dataset consumer reads (the report holds timings and version.json the
+    creation time, so they are left out)."""
+    names = sorted(n for n in os.listdir(version) if n.endswith((".tar", ".parquet", ".yaml")))
     return names + ["_plan/units.jsonl"]
 
 
 def assert_same_dataset(a, b):
+    """Versions `a` and `b` hold the same bytes, made with the same config."""
     files = dataset_files(a)
     assert files == dataset_files(b)
     _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
     assert not mismatch and not errors, (mismatch, errors)
+    assert read_version_info(a)["config_sha256"] == read_version_info(b)["config_sha256"]
+
+
+def snapshot(directory):
+    """{relative path: (bytes, mtime in ns)} of every file under `directory`."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for n in names:
+            path = os.path.join(root, n)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = (f.read(), os.stat(path).st_mtime_ns)
+    return files
+
+
+def units_written(version) -> int:
+    return sum(n.endswith(".videos.parquet") for n in os.listdir(version)) \
+        if os.path.isdir(version) else 0
+
+
+def video_rows(version) -> list[dict]:
+    return [r for f in sorted(os.listdir(version)) if f.endswith(".videos.parquet")
+            for r in pq.read_table(os.path.join(version, f)).to_pylist()]
+
+
+def pair_keys(version) -> list[str]:
+    return [k for f in sorted(os.listdir(version)) if f.endswith(".pairs.parquet")
+            for k in pq.read_table(os.path.join(version, f)).column("key").to_pylist()]
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +96,28 @@ def inputs(tmp_path_factory):
     return root, bad
 
 
+def build_args(inputs, out):
+    root, bad = inputs
+    return ["--input", str(root / "clips"), *map(str, bad), "--output", str(out), *CONFIG]
+
+
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory):
-    """One uninterrupted run on the embedded default (a local Ray the job starts)."""
-    root, bad = inputs
+    """One uninterrupted run on the embedded default (a local Ray the job starts): (the
+    dataset directory, its one version v1, the log)."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    code, log = run_job("--input", str(root / "clips"), *map(str, bad), "--output", str(out),
-                        *CONFIG)
+    code, log = run_job(*build_args(inputs, out))
     assert code == 0, log
-    return out, log
+    return out, out / "v1", log
 
 
 def test_default_run_covers_every_input(reference, inputs):
-    out, log = reference
+    out, v1, log = reference
     root, bad = inputs
+    assert f"dataset: {v1} (new dataset)" in log
     assert "ray: started a local cluster" in log
-    rows = [r for f in sorted(os.listdir(out)) if f.endswith(".videos.parquet")
-            for r in pq.read_table(out / f).to_pylist()]
+    assert sorted(os.listdir(out)) == ["v1"]
+    rows = video_rows(v1)
     statuses = {r["source_uri"]: r["status"] for r in rows}
     assert len(rows) == len(statuses) == 6 + len(bad)
     for path, prefix in bad.items():
@@ -89,30 +126,20 @@ def test_default_run_covers_every_input(reference, inputs):
     assert statuses[str(root / "clips" / "translate-0.mp4")] == "ok"
     assert validate_main([str(out)]) == 0
     for name in ("report.json", "index.md", "contact_sheet.png", "hist_pair_motion.png"):
-        assert (out / "report" / name).is_file()
+        assert (v1 / "report" / name).is_file()
     assert "[" in log and "units] pairs-" in log  # progress lines
 
 
-def test_two_runs_are_identical(reference, inputs, tmp_path):
-    root, bad = inputs
-    code, log = run_job("--input", str(root / "clips"), *map(str, bad), "--output",
-                        str(tmp_path / "out"), *CONFIG)
-    assert code == 0, log
-    assert_same_dataset(reference[0], tmp_path / "out")
-
-
 def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
-    root, bad = inputs
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "jobs.build_pairs", "--input", str(root / "clips"),
-            *map(str, bad), "--output", str(out), *CONFIG]
-    proc = subprocess.Popen(args, cwd=REPO, env=job_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out)],
+                            cwd=REPO, env=job_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    total = sum(f.endswith(".videos.parquet") for f in os.listdir(reference[0]))
+    total = units_written(reference[1])
     deadline = time.time() + 240
     done = 0
     while time.time() < deadline and proc.poll() is None:
-        done = sum(f.endswith(".videos.parquet") for f in os.listdir(out)) if out.exists() else 0
+        done = units_written(out / "v1")
         if done >= 1:
             break
         time.sleep(0.05)
@@ -120,20 +147,22 @@ def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
     proc.wait()
     assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
     # Whatever is visible is complete: every shard reads back and validates.
-    assert validate_main([str(out)]) == 0 or not list(out.glob("*.tar"))
-    code, log = run_job("--input", str(root / "clips"), *map(str, bad), "--output", str(out),
-                        *CONFIG)
+    assert validate_main([str(out)]) == 0 or not list(out.glob("v1/*.tar"))
+    code, log = run_job(*build_args(inputs, out))
     assert code == 0, log
+    assert f"dataset: {out}/v1 (same config: resuming)" in log
     assert "already complete" in log
-    assert_same_dataset(reference[0], out)
-    assert not [n for n in os.listdir(out) if ".tmp-" in n]
+    assert sorted(os.listdir(out)) == ["v1"]
+    assert_same_dataset(reference[1], out / "v1")
+    assert not [n for n in os.listdir(out / "v1") if ".tmp-" in n]
 
 
 def test_incremental_run_adds_only_new_inputs_including_tar_shards(reference, inputs, tmp_path):
     root, bad = inputs
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
-    before = {n: (out / n).stat().st_mtime_ns for n in os.listdir(out) if n.startswith("pairs-")}
+    v1 = out / "v1"
+    before = {n: (v1 / n).stat().st_mtime_ns for n in os.listdir(v1) if n.startswith("pairs-")}
     new = synthetic.standard_set(tmp_path / "new", seed=5)
     shard = tmp_path / "shard-0.tar"
     with tarfile.open(shard, "w") as tar:
@@ -142,50 +171,87 @@ def test_incremental_run_adds_only_new_inputs_including_tar_shards(reference, in
     code, log = run_job("--input", str(root / "clips"), *map(str, bad), str(shard),
                         "--output", str(out), *CONFIG)
     assert code == 0, log
+    assert f"dataset: {v1} (same config: resuming)" in log
     units_before = sum(n.endswith(".videos.parquet") for n in before)
     assert f"{units_before} already complete, 1 to do" in log
-    after = {n: (out / n).stat().st_mtime_ns for n in os.listdir(out) if n.startswith("pairs-")}
+    after = {n: (v1 / n).stat().st_mtime_ns for n in os.listdir(v1) if n.startswith("pairs-")}
     assert {n: after[n] for n in before} == before  # old shards untouched
     added = sorted(set(after) - set(before))
     videos = [n for n in added if n.endswith(".videos.parquet")]
     assert len(videos) == 1
-    rows = pq.read_table(out / videos[0]).to_pylist()
+    rows = pq.read_table(v1 / videos[0]).to_pylist()
     assert sorted(r["source_uri"] for r in rows) == sorted(
         member_uri(str(shard), os.path.basename(p)) for p, _ in new[:3])
     assert all(r["status"] == "ok" and r["num_pairs"] > 0 for r in rows)
     assert validate_main([str(out)]) == 0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_joins_an_existing_cluster(inputs, tmp_path):
+def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tmp_path,
+                                                           capsys, caplog):
     root, _ = inputs
-    port, dashboard = free_port(), free_port()
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    start = subprocess.run(ray + ["start", "--head", "--node-ip-address=127.0.0.1",
-                                  f"--port={port}", "--num-cpus=2", f"--dashboard-port={dashboard}",
-                                  "--include-dashboard=true", "--disable-usage-stats"],
-                           env=job_env(**LOOPBACK), capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stdout + start.stderr
-    try:
-        code, log = run_job("--input", str(root / "clips" / "translate-0.mp4"), "--output",
-                            str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}", *CONFIG,
-                            env=job_env(**LOOPBACK))
-        assert code == 0, log
-        assert f"ray: joined 127.0.0.1:{port}" in log
-        # The cluster itself lists the job's driver (asked as another client of the cluster).
-        listing = subprocess.run(
-            [sys.executable, "-c", "from ray.job_submission import JobSubmissionClient as C; "
-             f"print([j.entrypoint for j in C('http://127.0.0.1:{dashboard}').list_jobs()])"],
-            env=job_env(**LOOPBACK), capture_output=True, text=True, timeout=60)
-        assert "jobs.build_pairs" in listing.stdout, listing.stdout + listing.stderr
-    finally:
-        subprocess.run(ray + ["stop", "--force"], env=job_env(**LOOPBACK), capture_output=True,
-                       timeout=60)
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    v1, v2 = out / "v1", out / "v2"
+    before = snapshot(v1)
+    code, log = run_job(*build_args(inputs, out), "--set", "filter.static_threshold=0.05")
+    assert code == 0, log
+    assert (f"dataset: {v2} (new version: config differs from v1 in filter.static_threshold "
+            "0.004 -> 0.05)") in log
+    assert sorted(os.listdir(out)) == ["v1", "v2"]
+    assert snapshot(v1) == before                      # every byte and mtime, report included
+    # Known outcome: rotate-0 and scale-0 (object motion about 0.03 of the diagonal per second)
+    # are static under the new threshold; every other input keeps its status, and a unit
+    # without either of them makes the same bytes as in v1.
+    moved = {str(root / "clips" / "rotate-0.mp4"), str(root / "clips" / "scale-0.mp4")}
+    old = {r["source_uri"]: r["status"] for r in video_rows(v1)}
+    new = {r["source_uri"]: r["status"] for r in video_rows(v2)}
+    assert {u: old[u] for u in moved} == {u: "ok" for u in moved}
+    assert new == {u: "filtered:static" if u in moved else status for u, status in old.items()}
+    assert read_plan(str(v2)) == read_plan(str(v1))
+    moved_ids = {video_id(u) for u in moved}
+    assert pair_keys(v2) == [k for k in pair_keys(v1) if k.rsplit("-", 1)[0] not in moved_ids]
+    for unit in read_plan(str(v1)):
+        if not moved & set(unit.inputs):
+            names = [f"{unit.name}.pairs.parquet"] + (
+                [f"{unit.name}.tar"] if (v1 / f"{unit.name}.tar").exists() else [])
+            assert filecmp.cmpfiles(v1, v2, names, shallow=False)[0] == names, unit.name
+
+    # The original config again: v1, complete, is resumed; no new version.
+    code, log = run_job(*build_args(inputs, out))
+    assert code == 0, log
+    total = units_written(v1)
+    assert f"dataset: {v1} (same config: resuming)" in log
+    assert f"{total} already complete, 0 to do" in log
+    assert sorted(os.listdir(out)) == ["v1", "v2"]
+    after = snapshot(v1)
+    assert {n: after[n] for n in after if not n.startswith("report/")} == \
+        {n: before[n] for n in before if not n.startswith("report/")}
+    assert_same_dataset(reference[1], v1)
+
+    # jobs.dataset_info tells both versions apart, with the manifests' counts.
+    assert dataset_info_main([str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["latest"] == "v2" and [v["name"] for v in info["versions"]] == ["v1", "v2"]
+    for v, version in zip(info["versions"], (v1, v2)):
+        rows = video_rows(version)
+        reasons = Counter(status_reason(r["status"]) for r in rows)
+        shards = sorted(version.glob("*.tar"))
+        assert (v["videos"], v["pairs"], v["shards"], v["units"], v["incomplete_units"]) == (
+            len(rows), len(pair_keys(version)), len(shards), total, [])
+        assert v["status_reasons"] == dict(sorted(reasons.items()))
+        assert v["shard_bytes"] == sum(p.stat().st_size for p in shards)
+    assert info["versions"][0]["config_changes"] is None
+    assert info["versions"][1]["config_changes"] == [
+        {"key": "filter.static_threshold", "old": 0.004, "new": 0.05}]
+    assert info["versions"][1]["status_reasons"]["filtered:static"] == \
+        info["versions"][0]["status_reasons"]["filtered:static"] + 2
+
+    # The validator checks every version; the trainer, given the dataset, reads the latest.
+    assert validate_main([str(out)]) == 0
+    assert f"{out}: dataset of 2 version(s): v1, v2" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="trainer.data"):
+        assert list_shards(str(out)) == sorted(str(p) for p in v2.glob("*.tar"))
+    assert f"data: {out} is a dataset directory; using its latest version {v2}" in caplog.text
 
 
 def test_bad_usage_exits_2(tmp_path, inputs):
@@ -196,34 +262,56 @@ def test_bad_usage_exits_2(tmp_path, inputs):
     code, log = run_job("--input", str(tmp_path / "nothing" / "*.mp4"), "--output",
                         str(tmp_path / "o2"))
     assert code == 2 and "no inputs found" in log
-    (tmp_path / "o3").mkdir()
-    (tmp_path / "o3" / "config.yaml").write_text("seed: 7\n")
-    code, log = run_job("--input", str(root / "clips"), "--output", str(tmp_path / "o3"))
-    assert code == 2 and "was built with a different config" in log
+    assert not (tmp_path / "o2").exists()              # no version made for nothing
     code, log = run_job("--output", str(tmp_path / "o4"))
     assert code == 2 and "--input" in log
 
 
+def test_flat_dataset_of_earlier_builds_is_refused(reference, inputs, tmp_path):
+    flat = tmp_path / "flat"
+    shutil.copytree(reference[1], flat)                # the layout before versions
+    before = snapshot(flat)
+    code, log = run_job(*build_args(inputs, flat))
+    assert code == 2, log
+    assert (f"error: {flat} holds a dataset in the flat layout of earlier builds (config.yaml "
+            f"at its top level); datasets are now versioned ({flat}/v1, {flat}/v2, ...). Move "
+            f"its files into {flat}/v1 (locally: mv {flat} {flat}.flat && mkdir {flat} && mv "
+            f"{flat}.flat {flat}/v1) and rerun") in log
+    assert snapshot(flat) == before
+    # The way out the message gives works: the moved dataset is v1 and resumes.
+    os.rename(flat, f"{flat}.flat")
+    flat.mkdir()
+    os.rename(f"{flat}.flat", flat / "v1")
+    code, log = run_job(*build_args(inputs, flat))
+    assert code == 0, log
+    assert f"dataset: {flat}/v1 (same config: resuming)" in log
+    assert f"{units_written(flat / 'v1')} already complete, 0 to do" in log
+
+
 def worker_pids(task_name):
     """PIDs of Ray workers currently running `task_name` (Ray sets the process title)."""
+    return processes_with(f"ray::{task_name}")
+
+
+def processes_with(*texts):
+    """PIDs of the processes whose command line contains every one of `texts`."""
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) != os.getpid():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f"ray::{task_name}".encode() in f.read():
-                        pids.append(int(entry))
+                    cmdline = f.read()
             except OSError:
-                pass
+                continue
+            if all(t.encode() in cmdline for t in texts):
+                pids.append(int(entry))
     return pids
 
 
 def test_killed_worker_is_retried_and_output_is_exact(reference, inputs, tmp_path):
-    root, bad = inputs
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "jobs.build_pairs", "--input", str(root / "clips"),
-            *map(str, bad), "--output", str(out), *CONFIG]
-    proc = subprocess.Popen(args, cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out)],
+                            cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     killed = []
     deadline = time.time() + 240
@@ -235,4 +323,64 @@ def test_killed_worker_is_retried_and_output_is_exact(reference, inputs, tmp_pat
     log, _ = proc.communicate(timeout=300)
     assert killed, "no prepare task was seen running"
     assert proc.returncode == 0, log
-    assert_same_dataset(reference[0], out)
+    assert_same_dataset(reference[1], out / "v1")
+
+
+# --- on a running cluster (`ray start`), as on a real one: one cluster for these tests -------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(num_cpus=2) as c:
+        yield c
+
+
+def test_joins_an_existing_cluster(cluster, inputs, tmp_path):
+    root, _ = inputs
+    code, log = run_job("--input", str(root / "clips" / "translate-0.mp4"), "--output",
+                        str(tmp_path / "out"), "--ray-address", cluster.address, *CONFIG,
+                        env=clean_env())
+    assert code == 0, log
+    assert f"ray: joined {cluster.address}" in log
+    # The cluster itself lists the job's driver (asked as another client of the cluster).
+    listing = subprocess.run(
+        [sys.executable, "-c", "from ray.job_submission import JobSubmissionClient as C; "
+         f"print([j.entrypoint for j in C('{cluster.dashboard}').list_jobs()])"],
+        env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert "jobs.build_pairs" in listing.stdout, listing.stdout + listing.stderr
+
+
+def test_ray_job_submit_builds_the_same_dataset(cluster, reference, inputs, tmp_path):
+    """The job runs in a copy of the repository (--working-dir), so paths are absolute."""
+    out = tmp_path / "out"
+    status, logs = cluster.run("python", "-m", "jobs.build_pairs", *build_args(inputs, out))
+    assert status == "SUCCEEDED", logs
+    assert f"dataset: {out}/v1 (new dataset)" in logs and "ray: joined" in logs
+    assert_same_dataset(reference[1], out / "v1")
+
+
+def test_killed_ray_job_resubmitted_ends_with_the_same_dataset(cluster, reference, inputs,
+                                                                 tmp_path):
+    out = tmp_path / "out"
+    entrypoint = ["python", "-m", "jobs.build_pairs", *build_args(inputs, out)]
+    job = cluster.submit(*entrypoint)
+    total = units_written(reference[1])
+    deadline = time.time() + 240
+    while units_written(out / "v1") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    # The driver dies as in a crash or a lost head-node process: SIGKILL, no clean-up.
+    driver = processes_with("jobs.build_pairs", str(out))
+    for pid in driver:
+        os.kill(pid, signal.SIGKILL)
+    assert driver, "the job's driver was not found"
+    status, logs = cluster.wait(job)
+    assert status == "FAILED", logs
+    done = units_written(out / "v1")
+    assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
+    status, logs = cluster.run(*entrypoint)
+    assert status == "SUCCEEDED", logs
+    assert f"dataset: {out}/v1 (same config: resuming)" in logs
+    resumed = re.search(rf"in {total} units; (\d+) already complete", logs)
+    assert resumed and done <= int(resumed.group(1)) < total, logs
+    assert sorted(os.listdir(out)) == ["v1"]
+    assert_same_dataset(reference[1], out / "v1")
