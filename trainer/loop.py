@@ -10,14 +10,17 @@ resumed run therefore repeats exactly what the uninterrupted run would have done
 with batch B, or K accumulation micro-steps of batch B, draw what one rank with batch N*K*B
 draws.
 
-Checkpoints: `<run_dir>/checkpoints/step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every
-rank writes its part), `trainer.json` (step, batches consumed, counters) and the inference
-export `lightning-drag-sd15/` (public layout, loads in jobs.edit with the run's base model
-and IP-Adapter). It is written under `.staging-...` and renamed when every rank is done, so a
-checkpoint directory is complete or absent.
+Checkpoints: `step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every rank writes its part),
+each rank's data position (`data/`), `trainer.json` (step, batches consumed, counters, world
+size) and the inference export `lightning-drag-sd15/` (public layout, loads in jobs.edit with the
+run's base model and IP-Adapter). Where they are kept is a small pluggable piece: by default
+`LocalCheckpoints`, `<run_dir>/checkpoints/` on a filesystem every rank shares; under Ray Train
+`trainer.ray_train.RayTrainCheckpoints`, Ray's storage. A checkpoint resumes only with the world
+size that wrote it (each rank's data stream and optimizer shard belong to its rank).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -147,43 +150,92 @@ def list_checkpoints(run_dir: str) -> list[str]:
                   if d.startswith(CHECKPOINT_PREFIX))
 
 
-def save_checkpoint(engine, module: TrainModule, cfg: Config, rank: int, state: dict,
-                    ema: EMA | None = None, loader=None) -> str:
+class LocalCheckpoints:
+    """Checkpoints in `<run_dir>/checkpoints/`, a directory every rank can write (one machine or
+    a shared filesystem). One is written under `.staging-<name>` and renamed by rank 0 when
+    every rank is done, so a checkpoint is complete or absent; the newest `keep_last` are kept.
+
+    The interface every checkpoint store has: `latest()` (a context giving the newest complete
+    checkpoint as a local directory, or None), `begin(name, rank)` (the local directory this
+    rank writes its files of checkpoint `name` into) and `commit(name, folder, rank, state)`
+    (called by every rank when its files are written)."""
+
+    def __init__(self, run_dir: str, keep_last: int):
+        self.run_dir, self.keep_last = run_dir, keep_last
+
+    @contextlib.contextmanager
+    def latest(self):
+        existing = list_checkpoints(self.run_dir)
+        yield existing[-1] if existing else None
+
+    def begin(self, name: str, rank: int) -> str:
+        import torch.distributed as dist
+
+        staging = os.path.join(checkpoint_dir(self.run_dir), f".staging-{name}")
+        if rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+        dist.barrier()
+        return staging
+
+    def commit(self, name: str, folder: str, rank: int, state: dict) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank == 0:
+            os.replace(folder, os.path.join(checkpoint_dir(self.run_dir), name))
+            for old in list_checkpoints(self.run_dir)[:-self.keep_last]:
+                shutil.rmtree(old)
+        dist.barrier()
+
+
+def read_trainer_state(checkpoint: str) -> dict:
+    with open(os.path.join(checkpoint, "trainer.json")) as f:
+        return json.load(f)
+
+
+def check_world_size(state: dict, world: int, checkpoint: str) -> None:
+    """Refuse to resume a checkpoint written by another number of ranks: each rank's data
+    stream position and optimizer shard belong to its rank, and they are not converted."""
+    if state["world_size"] != world:
+        raise ValueError(
+            f"{checkpoint} was written by a run with world size {state['world_size']}, and this "
+            f"run has world size {world}: resume it with {state['world_size']} ranks (torchrun "
+            f"--nproc_per_node, or --num-workers with --launcher ray), or start a new run "
+            "(another run_dir, or another --run-name with --launcher ray); checkpoints are not "
+            "converted between world sizes")
+
+
+def data_position_file(checkpoint: str, rank: int) -> str:
+    return os.path.join(checkpoint, "data", f"rank_{rank:05d}.json")
+
+
+def save_checkpoint(engine, module: TrainModule, rank: int, state: dict, store,
+                    ema: EMA | None = None, loader=None) -> None:
     import deepspeed
-    import torch.distributed as dist
 
     name = f"{CHECKPOINT_PREFIX}{state['step']:08d}"
-    final = os.path.join(checkpoint_dir(cfg.run_dir), name)
-    staging = os.path.join(checkpoint_dir(cfg.run_dir), f".staging-{name}")
-    if rank == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-    dist.barrier()
-    engine.save_checkpoint(staging, tag="state")  # every rank writes its shard of the state
+    folder = store.begin(name, rank)
+    engine.save_checkpoint(folder, tag="state")  # every rank writes its shard of the state
     if loader is not None:  # each rank's stream has its own position
-        os.makedirs(os.path.dirname(data_position_file(staging, rank)), exist_ok=True)
-        with open(data_position_file(staging, rank), "w") as f:
+        os.makedirs(os.path.dirname(data_position_file(folder, rank)), exist_ok=True)
+        with open(data_position_file(folder, rank), "w") as f:
             json.dump(loader.state_dict(), f)
     # The export needs whole parameters: gathered from every rank under ZeRO-3, a no-op else.
     with deepspeed.zero.GatheredParameters(list(module.parameters())):
         if rank == 0:
-            export = os.path.join(staging, EXPORT_DIR)
+            export = os.path.join(folder, EXPORT_DIR)
             if ema is None:
                 save_lightning_drag(module.drag_model, export)
             else:
                 from safetensors.torch import save_file
-                save_file(ema.shadow, os.path.join(staging, "ema.safetensors"))
+                save_file(ema.shadow, os.path.join(folder, "ema.safetensors"))
                 with ema.swapped_in(module):
                     save_lightning_drag(module.drag_model, export)
-    dist.barrier()
     if rank == 0:
-        with open(os.path.join(staging, "trainer.json"), "w") as f:
+        with open(os.path.join(folder, "trainer.json"), "w") as f:
             json.dump(state, f, indent=2)
-        os.replace(staging, final)
-        for old in list_checkpoints(cfg.run_dir)[:-cfg.checkpoint.keep_last]:
-            shutil.rmtree(old)
-    dist.barrier()
-    return final
+    store.commit(name, folder, rank, state)
 
 
 # --- validation edits ------------------------------------------------------------------------
@@ -261,33 +313,15 @@ def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
         point_embed_dim=cfg.model.point_embed_dim)
 
 
-def data_position_file(checkpoint: str, rank: int) -> str:
-    return os.path.join(checkpoint, "data", f"rank_{rank:05d}.json")
-
-
-def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | None = None,
-          device: str | None = None) -> dict:
-    """Run (or resume) the training described by cfg; returns a summary.
-
-    batches: an iterator of data batches to use instead of the shard stream (tests use it to
-    give every rank its slice of one global batch); it must start where the run resumes.
-    stop_after: stop (without a final checkpoint) after this many optimiser steps of this call,
-    as a crash would; for resume tests."""
+def build_engine(cfg: Config, device: str):
+    """The pipeline (frozen parts and the trainable model), the DeepSpeed engine around the
+    trainable parts, its learning-rate schedule and the EMA (or None)."""
     import deepspeed
-    import torch.distributed as dist
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world, local_rank = init_distributed(device)
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
-    if rank == 0:
-        write_run_config(cfg)
-    dist.barrier()
-
+    if cfg.train.ema_decay and cfg.train.zero_stage == 3:
+        raise ValueError("train.ema_decay needs whole weights on every rank: use zero_stage <= 2")
     torch.manual_seed(cfg.train.seed)  # a fresh model starts the same on every rank and run
     pipe = load_pipeline(cfg, device)
-    scheduler = noise_scheduler(pipe)
     module = TrainModule(pipe.model)
     if cfg.train.grad_checkpointing:
         pipe.model.unet.enable_gradient_checkpointing()
@@ -299,31 +333,55 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
                                            lr_scheduler=lr_schedule,
                                            config=deepspeed_config(cfg))
-
-    if cfg.train.ema_decay and cfg.train.zero_stage == 3:
-        raise ValueError("train.ema_decay needs whole weights on every rank: use zero_stage <= 2")
     ema = EMA(module, cfg.train.ema_decay) if cfg.train.ema_decay else None
-    state = {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0}
-    existing = list_checkpoints(cfg.run_dir)
-    if existing:
-        engine.load_checkpoint(existing[-1], tag="state")
-        with open(os.path.join(existing[-1], "trainer.json")) as f:
-            state = json.load(f)
-        if ema is not None:
-            from safetensors.torch import load_file
-            ema.shadow = load_file(os.path.join(existing[-1], "ema.safetensors"))
-        log.info("resumed from %s at step %d", existing[-1], state["step"])
+    return pipe, module, engine, lr_schedule, ema
+
+
+def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | None = None,
+          device: str | None = None, checkpoints=None) -> dict:
+    """Run (or resume) the training described by cfg; returns a summary.
+
+    batches: an iterator of data batches to use instead of the shard stream (tests use it to
+    give every rank its slice of one global batch); it must start where the run resumes.
+    stop_after: stop (without a final checkpoint) after this many optimiser steps of this call,
+    as a crash would; for resume tests.
+    checkpoints: where checkpoints are kept and resumed from (see LocalCheckpoints, the
+    default)."""
+    import torch.distributed as dist
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, local_rank = init_distributed(device)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if rank == 0:
+        write_run_config(cfg)
+    dist.barrier()
+
+    store = checkpoints or LocalCheckpoints(cfg.run_dir, cfg.checkpoint.keep_last)
+    state = {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0, "world_size": world}
+    position = None
+    with store.latest() as latest:
+        if latest is not None:  # refused before anything is built when it cannot resume
+            state = read_trainer_state(latest)
+            check_world_size(state, world, latest)
+            if batches is None:
+                path = data_position_file(latest, rank)
+                if not os.path.isfile(path):
+                    raise ValueError(f"{latest} has no data position for rank {rank}")
+                with open(path) as f:
+                    position = json.load(f)
+        pipe, module, engine, lr_schedule, ema = build_engine(cfg, device)
+        if latest is not None:
+            engine.load_checkpoint(latest, tag="state")
+            if ema is not None:
+                from safetensors.torch import load_file
+                ema.shadow = load_file(os.path.join(latest, "ema.safetensors"))
+            log.info("resumed from %s at step %d", latest, state["step"])
+    scheduler = noise_scheduler(pipe)
     loader = None
     if batches is None:
         from trainer.data import make_loader
-        position = None
-        if existing:
-            path = data_position_file(existing[-1], rank)
-            if not os.path.isfile(path):
-                raise ValueError(f"{existing[-1]} has no data position for rank {rank}: was it "
-                                 f"written with another number of ranks than {world}?")
-            with open(path) as f:
-                position = json.load(f)
         loader = make_loader(cfg.data, cfg.train.seed, rank, world, position)
         batches = iter(loader)
         plain = replace(cfg.data, augment=False, num_workers=0)
@@ -400,7 +458,7 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
         if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
             validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
         if state["step"] % cfg.checkpoint.every == 0 or last:
-            save_checkpoint(engine, module, cfg, rank, state, ema, loader)
+            save_checkpoint(engine, module, rank, state, store, ema, loader)
     if writer:
         writer.close()
     elapsed = time.perf_counter() - clock

@@ -1,0 +1,218 @@
+"""jobs.train --launcher ray on a real local cluster (under `ray job submit`, and as a driver
+joining it with --ray-address): it trains what torchrun trains, a killed worker is replaced and
+the run resumes from the latest checkpoint with the same result, a rerun resumes (or finds the
+run finished), another world size is refused."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from model.layout import checkpoint_paths
+from model.pipeline import DragEditPipeline
+from tests.conftest import REPO
+from tests.ray_cluster import LocalCluster, clean_env, free_port
+from tests.trainer.test_loop import weights
+from tests.trainer.test_train_job import setup  # noqa: F401
+from tests.trainer.trainer_helpers import config
+from trainer.loop import EXPORT_DIR
+from trainer.ray_train import storage_filesystem
+
+STEPS = 6  # checkpoints at 2, 4, 6; the newest two kept
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(num_cpus=2) as c:
+        yield c
+
+
+def write_config(path, run_dir, ckpt, shards) -> str:
+    cfg = config(run_dir, ckpt, data={"shards": shards, "batch_size": 1, "val_pairs": 1},
+                 train={"steps": STEPS}, checkpoint={"every": 2, "keep_last": 2},
+                 log={"val_steps": 2})
+    path.write_text(cfg.to_yaml())
+    return str(path)
+
+
+def summary_of(log: str) -> dict:
+    line = [x for x in log.splitlines() if x.startswith("train: ")][-1]
+    return json.loads(line.removeprefix("train: "))
+
+
+def export_weights(checkpoint, ckpt) -> dict:
+    paths = checkpoint_paths(str(ckpt))
+    return weights(DragEditPipeline.from_pretrained(os.path.join(checkpoint, EXPORT_DIR),
+                                                    paths["base"], paths["ip_adapter"]))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(setup, tmp_path_factory):  # noqa: F811
+    """The same config trained by two torchrun ranks: (summary, final export's weights)."""
+    ckpt, shards = setup
+    root = tmp_path_factory.mktemp("torchrun")
+    cfg = write_config(root / "train.yaml", root / "run", ckpt, shards)
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node=2",
+         f"--master_port={free_port()}", "-m", "jobs.train", "--config", cfg, "--device", "cpu"],
+        cwd=REPO, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return summary_of(proc.stdout), export_weights(root / "run" / "checkpoints" /
+                                                   f"step_{STEPS:08d}", ckpt)
+
+
+def submit_train(cluster, cfg, *args) -> str:
+    return cluster.submit("python", "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
+                          "--device", "cpu", *args)
+
+
+def train_workers(cluster) -> list[int]:
+    """This cluster's Ray Train worker processes (Ray titles them `ray::RayTrainWorker`)."""
+    found = []
+    for pid in cluster.processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::RayTrainWorker"):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def kill_a_worker_after_the_first_checkpoint(cluster, job_id, experiment) -> None:
+    """SIGKILL one training worker once Ray has registered a checkpoint of the run."""
+    from ray.train import Result
+
+    deadline = time.time() + 300
+    for tick in itertools.count():
+        try:
+            if Result.from_path(experiment).checkpoint is not None:
+                break
+        except RuntimeError:  # no run, or no checkpoint registered yet
+            pass
+        if tick % 25 == 0:  # asking for the job's status takes a process: now and then
+            assert cluster.status(job_id) in ("PENDING", "RUNNING"), cluster.logs(job_id)
+        assert time.time() < deadline, cluster.logs(job_id)
+        time.sleep(0.2)
+    workers = train_workers(cluster)
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
+        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+    ckpt, shards = setup
+    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
+    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2"))
+    assert status == "SUCCEEDED", log
+    summary, reference = summary_of(log), torchrun_run[0]
+    assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
+    assert summary["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-6)
+    assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
+    # Ray kept the newest two, in the plain launcher's layout; every rank's files merged in
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
+        ["step_00000004", "step_00000006"]
+    last = root / f"step_{STEPS:08d}"
+    assert sorted(os.listdir(last / "data")) == ["rank_00000.json", "rank_00001.json"]
+    assert sorted(f for f in os.listdir(last / "state") if "optim_states" in f) == \
+        ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert json.loads((last / "trainer.json").read_text())["world_size"] == 2
+    assert (tmp_path / "run" / "validation" / f"step_{STEPS:08d}.png").is_file()
+    assert_same_weights(export_weights(last, ckpt), torchrun_run[1])
+
+    # again, from a driver that joins the cluster itself: Ray hands back the final
+    # checkpoint, nothing is left to do
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
+         "--num-workers", "2", "--ray-address", cluster.address, "--device", "cpu"],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"ray: joined {cluster.address}" in proc.stderr
+    assert f"resumed from {last} at step {STEPS}" in proc.stdout + proc.stderr
+    again = summary_of(proc.stdout)
+    assert (again["step"], again["first_loss"]) == (STEPS, None)
+    assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
+        ["step_00000004", "step_00000006"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_uninterrupted(
+        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+    ckpt, shards = setup
+    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
+    job = submit_train(cluster, cfg, "--num-workers", "2", "--max-failures", "1")
+    kill_a_worker_after_the_first_checkpoint(cluster, job, str(tmp_path / "run" / "checkpoints"))
+    status, log = cluster.wait(job)
+    assert status == "SUCCEEDED", log
+    assert "[FailurePolicy] RETRY" in log
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints'}/step_" in log
+    summary = summary_of(log)
+    assert (summary["step"], summary["samples"]) == (STEPS, 2 * STEPS)
+    assert summary["last_loss"] == pytest.approx(torchrun_run[0]["last_loss"], abs=1e-6)
+    assert_same_weights(export_weights(tmp_path / "run" / "checkpoints" / f"step_{STEPS:08d}",
+                                       ckpt), torchrun_run[1])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_an_interrupted_run_resumes_by_name_with_its_world_size_only(
+        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+    ckpt, shards = setup
+    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
+    storage = ["--storage-path", f"file://{tmp_path / 'storage'}", "--run-name", "exp1"]
+    experiment = tmp_path / "storage" / "exp1"
+    job = submit_train(cluster, cfg, "--num-workers", "2", *storage)  # no restarts
+    kill_a_worker_after_the_first_checkpoint(cluster, job, str(experiment))
+    status, log = cluster.wait(job)
+    assert status == "FAILED" and "error: training failed" in log, log
+
+    # another number of workers: refused before any worker starts
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
+         "--num-workers", "1", "--ray-address", cluster.address, *storage],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: {experiment}/step_") and \
+        "was written by a run with world size 2, and this run has world size 1: resume it " \
+        "with 2 ranks" in error, error
+
+    # the same name and world size: resumes where Ray's latest checkpoint is, ends the same
+    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2", *storage))
+    assert status == "SUCCEEDED", log
+    assert f"resumed from {experiment}/step_" in log
+    assert summary_of(log)["step"] == STEPS
+    assert_same_weights(export_weights(experiment / f"step_{STEPS:08d}", ckpt), torchrun_run[1])
+
+
+def test_storage_paths_and_urls_become_pyarrow_filesystems(tmp_path, monkeypatch):
+    import pyarrow.fs
+
+    monkeypatch.chdir(tmp_path)
+    fs, path = storage_filesystem("runs")
+    assert isinstance(fs, pyarrow.fs.LocalFileSystem) and path == str(tmp_path / "runs")
+    fs, path = storage_filesystem(f"file://{tmp_path}/runs")
+    assert isinstance(fs, pyarrow.fs.LocalFileSystem) and path == f"{tmp_path}/runs"
+    fs, path = storage_filesystem("memory://bucket/runs")  # a URL only fsspec knows
+    assert isinstance(fs, pyarrow.fs.PyFileSystem)
+    with fs.open_output_stream(f"{path}/x.txt") as f:
+        f.write(b"kept")
+    with fs.open_input_stream(f"{path}/x.txt") as f:
+        assert f.read() == b"kept"
