@@ -1,6 +1,7 @@
 """Write a tiny random LightningDrag checkpoints directory in the public layout.
 
   python -m jobs.make_tiny_model --out DIR [--seed N] [--fusion full|midup|up] [--force]
+      [--resolution 64] [--pixel-vae-factor F] [--block-out-channels 32,64] [--prediction-type T]
 
 DIR gets stable-diffusion-inpainting/, IP-Adapter/models/, lightning-drag-sd15/ and
 lcm-lora-sdv1-5/ (see model.tiny), the same names as the released checkpoints, so every tool
@@ -33,7 +34,22 @@ def main(argv=None) -> int:
                     help="which backbone self-attention layers read appearance and points "
                          "(default full)")
     ap.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    small = ap.add_argument_group("a small world's model (for training from scratch)")
+    small.add_argument("--resolution", type=int, default=64, help="pixels (default 64)")
+    small.add_argument("--pixel-vae-factor", type=int, default=0, metavar="F",
+                       help="an exact space-to-depth PixelVAE of factor F instead of a random "
+                            "8x AutoencoderKL (default 0: the AutoencoderKL)")
+    small.add_argument("--block-out-channels", default="32,32,64,64", metavar="C,C,...",
+                       help="UNet widths per scale (default 32,32,64,64)")
+    small.add_argument("--prediction-type", default="epsilon",
+                       choices=("epsilon", "v_prediction", "sample"),
+                       help="what the UNet predicts (default epsilon, as SD-1.5)")
+    small.add_argument("--point-embed-dim", type=int, default=2, help="default 2")
     args = ap.parse_args(argv)
+    try:
+        widths = tuple(int(c) for c in args.block_out_channels.split(","))
+    except ValueError:
+        ap.error(f"--block-out-channels {args.block_out_channels}: expected integers like 32,64")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -47,7 +63,14 @@ def main(argv=None) -> int:
     quiet_deepspeed()
     from model.tiny import save_tiny_checkpoints  # imported here: usage errors stay fast
 
-    paths = save_tiny_checkpoints(args.out, seed=args.seed, fusion=args.fusion)
+    try:
+        paths = save_tiny_checkpoints(
+            args.out, seed=args.seed, fusion=args.fusion, point_embed_dim=args.point_embed_dim,
+            resolution=args.resolution, pixel_vae_factor=args.pixel_vae_factor,
+            block_out_channels=widths, prediction_type=args.prediction_type)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -8,6 +8,8 @@
                        point_embedding/point_embedding.pt
                        lightning-drag-sd15-attn.bin  (state dict of the backbone's processors
                        as a ModuleList in `unet.attn_processors` order)
+                       [unet/  only when the backbone was trained too (our trainer's
+                        model.train_backbone): it replaces <base>/unet]
 
 Every file is read with safetensors or `torch.load(weights_only=True)`; a missing, unknown or
 wrongly shaped key is a `CheckpointError` that names the keys, never silently ignored.
@@ -27,11 +29,12 @@ from model.pixel_vae import PixelVAE
 from model.point_embedding import PointEmbedding
 
 APPEARANCE_DIR = "appearance_encoder"
-APPEARANCE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 POINT_EMBEDDING_FILE = os.path.join("point_embedding", "point_embedding.pt")
 ATTN_FILE = "lightning-drag-sd15-attn.bin"
 IP_ADAPTER_FILE = "ip-adapter_sd15.bin"
 IMAGE_ENCODER_DIR = "image_encoder"
+BACKBONE_DIR = "unet"  # optional: a backbone trained with the model (not in the public release)
 
 
 class CheckpointError(ValueError):
@@ -193,7 +196,7 @@ def load_appearance_encoder(model_dir: str) -> AppearanceEncoderModel:
     with open(config_path) as f:
         config = json.load(f)
     encoder = AppearanceEncoderModel.from_config(config)
-    path = os.path.join(folder, APPEARANCE_WEIGHTS)
+    path = os.path.join(folder, DIFFUSERS_WEIGHTS)
     state = load_tensor_file(path)
     check_state_dict(path, encoder.state_dict(), state)
     encoder.load_state_dict(state)
@@ -274,17 +277,27 @@ def load_lightning_drag(model_dir: str, unet, image_embed_dim: int, ip_dir: str,
     return model.to(unet.device, unet.dtype)
 
 
-def save_lightning_drag(model: LightningDragModel, model_dir: str) -> None:
-    """Write the three LightningDrag files (not the base model or the IP-Adapter)."""
-    folder = os.path.join(model_dir, APPEARANCE_DIR)
+def _save_diffusers_model(model, folder: str, state: dict) -> None:
+    """config.json and the safetensors weights of a diffusers model, as save_pretrained lays
+    them out, with the given state dict."""
     os.makedirs(folder, exist_ok=True)
-    config = dict(model.appearance_encoder.config)
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    config = {"_class_name": type(model.appearance_encoder).__name__, **config}
-    _publish(lambda p: save_file(_cpu(model.appearance_encoder.state_dict()), p),
-             os.path.join(folder, APPEARANCE_WEIGHTS))
+    config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    config = {"_class_name": type(model).__name__, **config}
+    _publish(lambda p: save_file(_cpu(state), p), os.path.join(folder, DIFFUSERS_WEIGHTS))
     _publish(lambda p: _write_text(p, json.dumps(config, indent=2, default=list)),
              os.path.join(folder, "config.json"))
+
+
+def save_lightning_drag(model: LightningDragModel, model_dir: str,
+                        with_backbone: bool = False) -> None:
+    """Write the three LightningDrag files (not the base model or the IP-Adapter), and with
+    `with_backbone` the backbone UNet too, as `unet/` (for a model whose backbone was trained:
+    loading then takes it instead of the base model's)."""
+    _save_diffusers_model(model.appearance_encoder, os.path.join(model_dir, APPEARANCE_DIR),
+                          model.appearance_encoder.state_dict())
+    if with_backbone:  # the processors are saved in the attention file, not as UNet weights
+        state = {k: v for k, v in model.unet.state_dict().items() if ".processor." not in k}
+        _save_diffusers_model(model.unet, os.path.join(model_dir, BACKBONE_DIR), state)
     _publish(lambda p: _torch_save(_cpu(model.point_embedding.state_dict()), p),
              os.path.join(model_dir, POINT_EMBEDDING_FILE))
     _publish(lambda p: _torch_save(_cpu(model.attention_processors.state_dict()), p),

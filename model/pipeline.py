@@ -100,7 +100,11 @@ class DragEditPipeline:
             if path is not None and not os.path.isdir(path):
                 raise checkpoint.CheckpointError(f"{what} {path}: not a directory")
         load = checkpoint.load_pretrained
-        unet = load(UNet2DConditionModel, base_dir, "unet", dtype)
+        # A LightningDrag directory that carries its own (trained) backbone overrides the base's.
+        own_backbone = model_dir is not None and os.path.isdir(
+            os.path.join(model_dir, checkpoint.BACKBONE_DIR))
+        unet = load(UNet2DConditionModel, model_dir if own_backbone else base_dir,
+                    checkpoint.BACKBONE_DIR, dtype)
         if lcm_lora:
             fuse_lora(unet, checkpoint.load_tensor_file(lcm_lora))
         vae = (checkpoint.load_vae(vae_dir, None, dtype) if vae_dir

@@ -43,7 +43,7 @@ def random_lora(unet: nn.Module, rank: int = 4, std: float = 0.05) -> dict[str, 
 def save_tiny_checkpoints(root: str, seed: int = 0, point_embed_dim: int = 2,
                           fusion: str = "full", **base) -> dict[str, str]:
     """`base`: options of `save_tiny_inpainting_base` (resolution, pixel_vae_factor,
-    block_out_channels)."""
+    block_out_channels, prediction_type)."""
     paths = checkpoint_paths(root)
     save_tiny_inpainting_base(paths["base"], seed=seed, **base)
     save_tiny_image_encoder(os.path.join(paths["ip_adapter"], "image_encoder"), seed=seed + 1)

@@ -98,13 +98,15 @@ def _save_tokenizer(out_dir: str) -> int:
 
 def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TINY_RESOLUTION,
                               pixel_vae_factor: int = 0,
-                              block_out_channels: tuple = (32, 32, 64, 64)) -> None:
+                              block_out_channels: tuple = (32, 32, 64, 64),
+                              prediction_type: str = "epsilon") -> None:
     """Write a tiny random StableDiffusionInpaintPipeline directory (SD-1.5-inpainting layout).
 
     pixel_vae_factor=0: a random AutoencoderKL with SD's 8x scale factor. pixel_vae_factor=f:
     an exact space-to-depth `PixelVAE` of factor f instead (3*f*f latent channels), for small
     worlds trained from scratch. The UNet has SD's block pattern (cross-attention blocks, then
-    one plain block at the coarsest scale) with `block_out_channels`."""
+    one plain block at the coarsest scale) with `block_out_channels`. prediction_type: what
+    the UNet predicts (the scheduler's setting: epsilon as SD-1.5, v_prediction, sample)."""
     factor = pixel_vae_factor or 8
     cell = factor * 2 ** (len(block_out_channels) - 1)
     if resolution % cell:
@@ -145,7 +147,7 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TIN
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     ).save_pretrained(os.path.join(out_dir, "scheduler"))
 
     # Components were saved one by one (keeping the tokenizer's vocab.json/merges.txt layout of

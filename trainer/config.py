@@ -33,6 +33,8 @@ class ModelConfig:
     fusion: str = "full"
     point_embed_dim: int = 16       # a fresh point embedding's width (the release uses 16)
     prompt: str = ""                # the text every pair is trained with
+    train_backbone: bool = False    # also train the backbone UNet (small worlds trained from
+                                    # scratch); exported as lightning-drag-sd15/unet/
 
 
 @dataclass

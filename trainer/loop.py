@@ -225,13 +225,14 @@ def save_checkpoint(engine, module: TrainModule, rank: int, state: dict, store,
     with deepspeed.zero.GatheredParameters(list(module.parameters())):
         if rank == 0:
             export = os.path.join(folder, EXPORT_DIR)
+            with_backbone = module.trains_backbone
             if ema is None:
-                save_lightning_drag(module.drag_model, export)
+                save_lightning_drag(module.drag_model, export, with_backbone)
             else:
                 from safetensors.torch import save_file
                 save_file(ema.shadow, os.path.join(folder, "ema.safetensors"))
                 with ema.swapped_in(module):
-                    save_lightning_drag(module.drag_model, export)
+                    save_lightning_drag(module.drag_model, export, with_backbone)
     if rank == 0:
         with open(os.path.join(folder, "trainer.json"), "w") as f:
             json.dump(state, f, indent=2)
@@ -322,7 +323,7 @@ def build_engine(cfg: Config, device: str):
         raise ValueError("train.ema_decay needs whole weights on every rank: use zero_stage <= 2")
     torch.manual_seed(cfg.train.seed)  # a fresh model starts the same on every rank and run
     pipe = load_pipeline(cfg, device)
-    module = TrainModule(pipe.model)
+    module = TrainModule(pipe.model, cfg.model.train_backbone)
     if cfg.train.grad_checkpointing:
         pipe.model.unet.enable_gradient_checkpointing()
         pipe.model.appearance_encoder.enable_gradient_checkpointing()

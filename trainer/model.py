@@ -1,9 +1,10 @@
 """What the trainer fits: the trainable parts of a LightningDrag model, and the loss.
 
 `TrainModule` is the one module DeepSpeed wraps. It registers only the trainable parts (the
-appearance encoder, the point embedding, the point-attention processors); the frozen backbone
-is reached through the LightningDrag model it holds unregistered, so the backbone's weights
-stay outside the engine (no optimiser state, no ZeRO partitioning). Frozen encoders (VAE,
+appearance encoder, the point embedding, the point-attention processors; the backbone too with
+`model.train_backbone`); the frozen backbone is reached through the LightningDrag model it
+holds unregistered, so the backbone's weights stay outside the engine (no optimiser state, no
+ZeRO partitioning). Frozen encoders (VAE,
 text, CLIP image) run in `prepare_inputs`, under no_grad, before the engine's forward.
 """
 from __future__ import annotations
@@ -19,13 +20,19 @@ from model.pipeline import DragEditPipeline
 
 
 class TrainModule(nn.Module):
+    """train_backbone: register the backbone UNet as well (it holds the point processors, and
+    IP-Adapter's cross-attention weights, as its attention modules' processors)."""
 
-    def __init__(self, model: LightningDragModel):
+    def __init__(self, model: LightningDragModel, train_backbone: bool = False):
         super().__init__()
         model.requires_grad_(False)
         self.appearance_encoder = model.appearance_encoder
         self.point_embedding = model.point_embedding
-        self.point_processors = nn.ModuleList(model.point_processors())
+        self.trains_backbone = train_backbone
+        if train_backbone:
+            self.unet = model.unet
+        else:
+            self.point_processors = nn.ModuleList(model.point_processors())
         self.requires_grad_(True)
         object.__setattr__(self, "drag_model", model)  # unregistered: the frozen parts
 
@@ -83,8 +90,11 @@ def prepare_inputs(pipe: DragEditPipeline, scheduler: DDPMScheduler, batch: dict
     points_on = torch.tensor(points_on)
     noise, timesteps = noise.to(device, dtype), timesteps.to(device)
     noisy = scheduler.add_noise(target_latents, noise, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
+    prediction = scheduler.config.prediction_type
+    if prediction == "v_prediction":
         goal = scheduler.get_velocity(target_latents, noise, timesteps)
+    elif prediction == "sample":  # the clean target latents (small worlds learn this fastest)
+        goal = target_latents
     else:
         goal = noise
     inputs = dict(noisy_latents=noisy, timesteps=timesteps, mask=latent_mask,
@@ -106,5 +116,7 @@ def diffusion_loss(pred: torch.Tensor, goal: torch.Tensor, timesteps: torch.Tens
         weight = torch.clamp(snr, max=snr_gamma) / snr
         if scheduler.config.prediction_type == "v_prediction":
             weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)
+        elif scheduler.config.prediction_type == "sample":
+            weight = torch.clamp(snr, max=snr_gamma)
         per_sample = per_sample * weight
     return per_sample.mean()

@@ -16,6 +16,7 @@ from PIL import Image
 from jobs import edit as edit_job
 from jobs import make_tiny_model as make_job
 from model.drawing import draw_drag, side_by_side
+from model.pipeline import DragEditPipeline
 from schemas.dragbench import load_sample
 from tests.conftest import REPO
 
@@ -121,6 +122,23 @@ def test_make_tiny_model_refuses_a_file(tmp_path, capsys):
     assert make_job.main(["--out", str(tmp_path / "file")]) == 2
     assert last_line(capsys.readouterr().err) == (f"error: --out {tmp_path / 'file'} exists and "
                                                   "is not a directory")
+
+
+def test_make_tiny_model_writes_a_small_pixel_space_world_model(tmp_path, capsys):
+    out = tmp_path / "pixel"
+    assert make_job.main(["--out", str(out), "--resolution", "32", "--pixel-vae-factor", "4",
+                          "--block-out-channels", "16,32", "--prediction-type", "sample"]) == 0
+    pipe = DragEditPipeline.from_pretrained(str(out / "lightning-drag-sd15"),
+                                            str(out / "stable-diffusion-inpainting"),
+                                            str(out / "IP-Adapter" / "models"))
+    assert pipe.resolution == (32, 32) and pipe.vae_factor == 4
+    assert pipe.model.unet.config.block_out_channels == [16, 32]
+    assert pipe.scheduler_config["prediction_type"] == "sample"
+    capsys.readouterr()
+    assert make_job.main(["--out", str(tmp_path / "odd"), "--resolution", "36",
+                          "--pixel-vae-factor", "4", "--block-out-channels", "16,32"]) == 2
+    assert last_line(capsys.readouterr().err) == (
+        "error: resolution 36 is not a multiple of the model's 8 pixels per UNet cell")
 
 
 def test_job_choices_agree_with_the_model():
