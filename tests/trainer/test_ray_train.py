@@ -25,7 +25,7 @@ from tests.trainer.trainer_helpers import config
 from trainer.loop import EXPORT_DIR
 from trainer.ray_train import storage_filesystem
 
-STEPS = 6  # checkpoints at 2, 4, 6; the newest two kept
+STEPS = 4  # checkpoints at 2 and 4; the newest one kept
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def cluster():
 
 def write_config(path, run_dir, ckpt, shards) -> str:
     cfg = config(run_dir, ckpt, data={"shards": shards, "batch_size": 1, "val_pairs": 1},
-                 train={"steps": STEPS}, checkpoint={"every": 2, "keep_last": 2},
+                 train={"steps": STEPS}, checkpoint={"every": 2, "keep_last": 1},
                  log={"val_steps": 2})
     path.write_text(cfg.to_yaml())
     return str(path)
@@ -124,10 +124,10 @@ def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
     assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
     assert summary["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-6)
     assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
-    # Ray kept the newest two, in the plain launcher's layout; every rank's files merged in
+    # Ray kept the newest one, in the plain launcher's layout; every rank's files merged in
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        ["step_00000004", "step_00000006"]
+        ["step_00000004"]
     last = root / f"step_{STEPS:08d}"
     assert sorted(os.listdir(last / "data")) == ["rank_00000.json", "rank_00001.json"]
     assert sorted(f for f in os.listdir(last / "state") if "optim_states" in f) == \
@@ -148,7 +148,7 @@ def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
     again = summary_of(proc.stdout)
     assert (again["step"], again["first_loss"]) == (STEPS, None)
     assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        ["step_00000004", "step_00000006"]
+        ["step_00000004"]
 
 
 @pytest.mark.slow
