@@ -10,3 +10,13 @@ def quiet_deepspeed() -> None:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def out_dir_problem(out: str, force: bool) -> str | None:
+    """Why a job that writes a fresh directory may not write to `out` (None: it may): a file,
+    or a non-empty directory without --force."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out} exists and is not a directory"
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        return f"--out {out} exists and is not empty; pass --force to write into it"
+    return None

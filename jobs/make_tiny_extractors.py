@@ -11,10 +11,9 @@ is refused unless --force. Exit status: 0 written, 1 failure, 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from jobs import quiet_deepspeed
+from jobs import out_dir_problem, quiet_deepspeed
 
 
 def main(argv=None) -> int:
@@ -24,12 +23,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
     ap.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     args = ap.parse_args(argv)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        print(f"error: --out {args.out} exists and is not a directory", file=sys.stderr)
-        return 2
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        print(f"error: --out {args.out} exists and is not empty; pass --force to write into it",
-              file=sys.stderr)
+    problem = out_dir_problem(args.out, args.force)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     quiet_deepspeed()

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from jobs import quiet_deepspeed
+from jobs import out_dir_problem, quiet_deepspeed
 
 # model.lightning_drag.FUSION_MODES, spelled out so that usage errors need no torch import
 # (tests/jobs/test_edit.py checks that they agree).
@@ -52,12 +51,9 @@ def main(argv=None) -> int:
         ap.error(f"--block-out-channels {args.block_out_channels}: expected integers like 32,64")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        print(f"error: --out {args.out} exists and is not a directory", file=sys.stderr)
-        return 2
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        print(f"error: --out {args.out} exists and is not empty; pass --force to write into it",
-              file=sys.stderr)
+    problem = out_dir_problem(args.out, args.force)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     quiet_deepspeed()

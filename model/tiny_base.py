@@ -139,6 +139,15 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TIN
         save_tiny_vae(os.path.join(out_dir, "vae"), seed=seed, resolution=resolution)
     save_tiny_text_encoder(out_dir, seed=seed)
 
+    save_scheduler_and_index(out_dir, "StableDiffusionInpaintPipeline",
+                             "PixelVAE" if pixel_vae_factor else "AutoencoderKL", prediction_type)
+
+
+def save_scheduler_and_index(out_dir: str, pipeline_class: str, vae_class: str,
+                             prediction_type: str) -> None:
+    """SD's DDIM scheduler config (with `prediction_type`) and the pipeline's model_index.json.
+    Components are saved one by one (keeping the tokenizer's vocab.json/merges.txt layout of
+    real SD repos), so the index is written by hand; no safety checker."""
     DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -149,11 +158,8 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TIN
         steps_offset=1,
         prediction_type=prediction_type,
     ).save_pretrained(os.path.join(out_dir, "scheduler"))
-
-    # Components were saved one by one (keeping the tokenizer's vocab.json/merges.txt layout of
-    # real SD repos), so the pipeline index is written by hand; no safety checker.
     model_index = {
-        "_class_name": "StableDiffusionInpaintPipeline",
+        "_class_name": pipeline_class,
         "_diffusers_version": diffusers.__version__,
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
@@ -162,7 +168,7 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TIN
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "PixelVAE" if pixel_vae_factor else "AutoencoderKL"],
+        "vae": ["diffusers", vae_class],
     }
     with open(os.path.join(out_dir, "model_index.json"), "w", encoding="utf-8") as f:
         json.dump(model_index, f, indent=2)

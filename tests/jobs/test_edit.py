@@ -52,14 +52,6 @@ def last_line(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> Path:
-    from model.tiny import save_tiny_checkpoints
-    root = tmp_path_factory.mktemp("checkpoints")
-    save_tiny_checkpoints(str(root), seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
 def job_checkpoints(tmp_path_factory):
     """What `python -m jobs.make_tiny_model` writes (the LCM test edits with it)."""
     out = tmp_path_factory.mktemp("made") / "ckpt"

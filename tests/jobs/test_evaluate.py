@@ -43,14 +43,6 @@ def run_job(name, *args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> Path:
-    from model.tiny import save_tiny_checkpoints
-    root = tmp_path_factory.mktemp("checkpoints")
-    save_tiny_checkpoints(str(root), seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
 def extractors(tmp_path_factory) -> dict[str, str]:
     """What `python -m jobs.make_tiny_extractors` writes (its main runs here, in process)."""
     out = tmp_path_factory.mktemp("made") / "extractors"

@@ -12,15 +12,14 @@ shapes and the metrics' known answers, not for meaningful scores.
 """
 from __future__ import annotations
 
-import json
 import os
 
-import diffusers
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from torch import nn
 
-from model.tiny_base import TINY_CROSS_ATTENTION_DIM, save_tiny_text_encoder, save_tiny_vae
+from model.tiny_base import (TINY_CROSS_ATTENTION_DIM, save_scheduler_and_index,
+                             save_tiny_text_encoder, save_tiny_vae)
 from trainer.evaluation.lpips import ALEXNET_CHANNELS, alexnet_features
 
 DIFT_DIR = "stable-diffusion-2-1"
@@ -51,30 +50,8 @@ def save_tiny_dift_model(out_dir: str, seed: int = 0) -> None:
     unet.save_pretrained(os.path.join(out_dir, "unet"))
     save_tiny_vae(os.path.join(out_dir, "vae"), seed=seed + 1)
     save_tiny_text_encoder(out_dir, seed=seed + 2)
-    DDIMScheduler(  # SD-2.1's scheduler_config.json
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-    ).save_pretrained(os.path.join(out_dir, "scheduler"))
-    model_index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    with open(os.path.join(out_dir, "model_index.json"), "w", encoding="utf-8") as f:
-        json.dump(model_index, f, indent=2)
+    # SD-2.1's scheduler_config.json: SD's DDIM betas, v-prediction
+    save_scheduler_and_index(out_dir, "StableDiffusionPipeline", "AutoencoderKL", "v_prediction")
 
 
 def random_alexnet_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -2,9 +2,7 @@
 summary arithmetic (pooled Mean Distance, NaN and failed rows left out, the table layout)."""
 from __future__ import annotations
 
-import io
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from schemas.dragbench import load_sample
 from schemas.manifest import META_FIELDS, SCHEMA_VERSION
 from schemas.sample import DragSample, decode_sample, encode_sample, make_key
 from tests.conftest import REPO
+from tests.schemas.test_sample import write_tar
 from trainer.evaluation.bench_dragbench import DiftSettings, evaluate_dragbench
 from trainer.evaluation.bench_pairs import PSNR_CAP_DB, evaluate_pairs, region_psnr
 from trainer.evaluation.dift import DiftFeaturizer
@@ -125,23 +124,12 @@ def pair_members(key: str, handles, targets) -> dict:
                                     target_points=np.array(targets, float), meta=meta), "png")
 
 
-def write_shard(path, samples: list[dict]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for members in samples:
-            for name, data in members.items():
-                if name == "__key__":
-                    continue
-                info = tarfile.TarInfo(f"{members['__key__']}.{name}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-
-
 def test_pairs_tracked_distance_psnr_and_bad_samples(lpips, tmp_path):
     good = pair_members(make_key("0" * 16, 0), [[20, 20], [30, 25]], [[26, 24], [40, 25]])
     bad = dict(pair_members(make_key("1" * 16, 0), [[20, 20]], [[26, 24]]))
     bad["drag.json"] = b"{not json"
     shard = str(tmp_path / "pairs-000000.tar")
-    write_shard(shard, [good, bad])
+    write_tar(shard, [good, bad])
     missing = str(tmp_path / "pairs-000001.tar")
     result = evaluate_pairs([shard, missing], {"identity": identity_edit}, ShiftTracker(6, 4),
                             lpips, progress=lambda line: None)
