@@ -5,19 +5,22 @@
       [--checkpoints ROOT | --model-dir D --base D --ip-adapter D] [model and sampling flags
       as in jobs.edit] [--dift-prompt sample|empty] [--dift-prompt-embeds FILE]
       [--dift-ensemble 8] [--dift-size N] [--dift-seed 42]
-      [--baselines identity|none] [--limit N] [--gallery-rows 8]
+      [--baselines identity|none] [--compare NAME=ROOT ...] [--limit N] [--gallery-rows 8]
   python -m jobs.evaluate --bench pairs --data SHARDS --out OUT --alexnet FILE --lpips FILE
-      [model and sampling flags] [--tracker builtin|cotracker] [--tracker-checkpoint FILE]
-      [--tracker-device cpu|cuda] [--baselines ...] [--limit N] [--gallery-rows 8]
+      [model and sampling flags] [--tracker builtin|cotracker|patch] [--patch-size 15]
+      [--tracker-checkpoint FILE] [--tracker-device cpu|cuda] [--baselines ...] [--compare ...]
+      [--limit N] [--gallery-rows 8]
 
 dragbench: DIR holds DragBench sample folders (found recursively: original_image.png,
 meta_data.pkl); metrics Mean Distance by DIFT matching (--dift-model: a Stable Diffusion 2.1
 directory) and Image Fidelity = 1 - LPIPS. pairs: SHARDS is a directory, glob, .tar or URL of
-pair shards from jobs.build_pairs; metrics Mean Distance by tracking the handles into the edit,
-PSNR and LPIPS against the real target frame inside and outside the mask.
+pair shards from jobs.build_pairs; metrics Mean Distance by following the handles into the edit
+(--tracker), PSNR and LPIPS against the real target frame inside and outside the mask.
 LPIPS needs --alexnet (torchvision AlexNet state dict) and --lpips (LPIPS v0.1 alex linear
-layers). Nothing is downloaded; `python -m jobs.make_tiny_extractors --out DIR` writes tiny
-random stand-ins. See docs/evaluation.md.
+layers). --compare NAME=ROOT (repeatable) also evaluates the model of another checkpoints root
+(e.g. the untrained initial model) as method NAME, with the same sampling settings.
+Nothing is downloaded; `python -m jobs.make_tiny_extractors --out DIR` writes tiny random
+stand-ins. See docs/evaluation.md.
 
 OUT receives results.parquet and results.csv (one row per sample and method), summary.md (also
 printed), summary.json and gallery.png; progress lines go to stderr. A sample that cannot be
@@ -35,7 +38,7 @@ from jobs.edit import (UsageError, positive_int, add_checkpoint_arguments, add_s
                        checkpoint_paths, load_pipeline, resolve_device)
 
 BENCHES = ("dragbench", "pairs")
-TRACKERS = ("builtin", "cotracker")
+TRACKERS = ("builtin", "cotracker", "patch")   # pipeline.tracking's, then PatchMatcher
 DIFT_PROMPTS = ("empty", "sample")     # trainer.evaluation.bench_dragbench.DIFT_PROMPTS
 BASELINES = ("identity", "none")       # trainer.evaluation.editors.BASELINES, or none
 
@@ -50,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--out", required=True, metavar="OUT", help="output directory (created)")
     io.add_argument("--baselines", default="identity", choices=BASELINES,
                     help="baseline methods evaluated beside the model (default identity)")
+    io.add_argument("--compare", action="append", default=[], metavar="NAME=ROOT",
+                    type=compare_argument,
+                    help="also evaluate the checkpoints root ROOT as method NAME (repeatable)")
     io.add_argument("--limit", type=positive_int, help="evaluate only the first N samples")
     io.add_argument("--gallery-rows", type=int, default=8,
                     help="samples shown in gallery.png (default 8)")
@@ -71,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="square size the DIFT model sees (default: each image's own)")
     m.add_argument("--dift-seed", type=int, default=42, help="DIFT noise seed (default 42)")
     m.add_argument("--tracker", default="builtin", choices=TRACKERS,
-                   help="point tracker for the pairs' Mean Distance (default builtin)")
+                   help="how the pairs' Mean Distance follows the handles into the edit: the "
+                        "data engine's tracker (builtin, cotracker) or patch matching over the "
+                        "whole image, which large jumps do not defeat (default builtin)")
+    m.add_argument("--patch-size", type=positive_int, default=15,
+                   help="odd patch side in pixels for --tracker patch (default 15)")
     m.add_argument("--tracker-checkpoint", metavar="FILE", help="CoTracker weights")
     m.add_argument("--tracker-device", choices=("cpu", "cuda"),
                    help="default: --device")
@@ -86,6 +96,15 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def compare_argument(text: str) -> tuple[str, str]:
+    """NAME=ROOT -> (NAME, ROOT); NAME is a method name in the results (letters, digits, -, _)."""
+    name, sep, root = text.partition("=")
+    if not sep or not root or not name.replace("-", "").replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected NAME=ROOT with a NAME of letters, digits, "
+                                         f"- and _, got {text!r}")
+    return name, root
 
 
 def check_usage(args) -> None:
@@ -109,6 +128,16 @@ def check_usage(args) -> None:
             raise UsageError("--dift-prompt-embeds holds the empty prompt only: pass "
                              "--dift-prompt empty with it (sample, the default, needs the DIFT "
                              "model's text encoder)")
+    names = ["model", *(name for name, _ in args.compare), args.baselines]
+    repeated = sorted({name for name in names if names.count(name) > 1} - {"none"})
+    if repeated:
+        raise UsageError(f"--compare: method name {repeated[0]} is taken (model, the baseline, "
+                         "and every --compare need their own names)")
+    for name, root in args.compare:
+        if not os.path.isdir(root):
+            raise UsageError(f"--compare {name}={root}: not a directory")
+    if args.tracker == "patch" and (args.patch_size < 3 or args.patch_size % 2 == 0):
+        raise UsageError(f"--patch-size must be odd and at least 3, got {args.patch_size}")
     if args.bench == "pairs" and args.tracker == "cotracker" and not args.tracker_checkpoint:
         raise UsageError("--tracker cotracker needs --tracker-checkpoint FILE")
 
@@ -130,9 +159,16 @@ def run(args) -> int:
         lpips = load_lpips(args.alexnet, args.lpips, device)
     except CheckpointError as e:
         raise UsageError(e) from None
-    editors = {"model": PipelineEditor(
-        pipe, steps=args.steps, guidance=args.guidance, schedule=args.schedule,
-        scheduler=args.scheduler, seed=args.seed, resolution=args.resolution)}
+    sampling = dict(steps=args.steps, guidance=args.guidance, schedule=args.schedule,
+                    scheduler=args.scheduler, seed=args.seed, resolution=args.resolution)
+    editors = {"model": PipelineEditor(pipe, **sampling)}
+    compared = {}
+    for name, root in args.compare:
+        other = argparse.Namespace(**{**vars(args), "checkpoints": root, "model_dir": None,
+                                      "base": None, "ip_adapter": None, "lcm_lora": None,
+                                      "vae": None})
+        compared[name] = checkpoint_paths(other)
+        editors[name] = PipelineEditor(load_pipeline(other, compared[name], device), **sampling)
     if args.baselines != "none":
         editors[args.baselines] = BASELINE_EDITORS[args.baselines]
 
@@ -143,7 +179,8 @@ def run(args) -> int:
         result = _run_dragbench(args, data, editors, lpips, device, progress)
     else:
         result = _run_pairs(args, data, editors, lpips, device, progress)
-    settings = {"data": args.data, "checkpoints": paths, "device": device, "dtype": args.dtype,
+    settings = {"data": args.data, "checkpoints": paths, "compare": compared,
+                "device": device, "dtype": args.dtype,
                 "steps": args.steps, "guidance": args.guidance, "schedule": args.schedule,
                 "scheduler": args.scheduler, "seed": args.seed, "resolution": args.resolution,
                 "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
@@ -153,7 +190,8 @@ def run(args) -> int:
                         dift_ensemble=args.dift_ensemble, dift_size=args.dift_size,
                         dift_seed=args.dift_seed)
     else:
-        settings.update(tracker=args.tracker, tracker_checkpoint=args.tracker_checkpoint)
+        settings.update(tracker=args.tracker, tracker_checkpoint=args.tracker_checkpoint,
+                        patch_size=args.patch_size if args.tracker == "patch" else None)
     print(write_report(args.out, result, settings), end="")
     model_ok = [r for r in result.rows if r["method"] == "model" and r["status"] == STATUS_OK]
     return 0 if model_ok else 1
@@ -192,11 +230,15 @@ def _run_dragbench(args, root, editors, lpips, device, progress):
 
 
 def _run_pairs(args, shards, editors, lpips, device, progress):
-    # The tracker comes from the data engine; trainer/ only sees the Tracker protocol.
+    # builtin/cotracker come from the data engine; trainer/ only sees the Tracker protocol.
     from pipeline.config import TrackConfig
     from pipeline.tracking import TrackerError, make_tracker
     from trainer.evaluation.bench_pairs import evaluate_pairs
+    from trainer.evaluation.matching import PatchMatcher
 
+    if args.tracker == "patch":
+        return evaluate_pairs(shards, editors, PatchMatcher(args.patch_size), lpips,
+                              limit=args.limit, gallery_rows=args.gallery_rows, progress=progress)
     try:
         tracker = make_tracker(TrackConfig(backend=args.tracker,
                                            checkpoint=args.tracker_checkpoint,

@@ -43,6 +43,15 @@ import numpy as np
 
 
 KINDS = ("translate", "rotate", "scale", "static", "pan", "cut")
+# Texture detail: (feature size in pixels, weight) per octave, for (background, object).
+TEXTURES = {
+    "fine": (((2, 0.55), (4, 1.0), (8, 0.9), (16, 0.7), (32, 0.5)),) * 2,
+    "coarse": (((8, 0.5), (16, 0.8), (32, 1.0)), ((8, 0.6), (16, 1.0))),
+}
+# coarse: the background's std is scaled and its mean lowered, the object's mean raised, so the
+# object stands out from the background even when an image of it is blurred.
+_COARSE_BACKGROUND_STD = 0.6
+_COARSE_BRIGHTNESS = (-35.0, 45.0)  # added to the (background, object) means
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "dragvid-synthetic-gt/1"
 _MARGIN = 32  # object canvas margin (pixels) around the frame-0 frame area
@@ -76,10 +85,14 @@ class ClipSpec:
     crf: int = 14
     preset: str = "medium"
     gop: Optional[int] = None           # keyframe interval in frames (None: x264's default)
+    texture: str = "fine"               # fine: busy multi-scale texture everywhere;
+                                        # coarse: a calm background, a blotchy object (toy world)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown clip kind {self.kind!r}; expected one of {KINDS}")
+        if self.texture not in TEXTURES:
+            raise ValueError(f"unknown texture {self.texture!r}; expected one of {TEXTURES}")
         if self.rotation % 90 or self.rotation % 360 not in _ENCODE_K:
             raise ValueError(f"rotation must be 0/90/180/270, got {self.rotation}")
         if self.num_frames < 1:
@@ -254,10 +267,11 @@ def _noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, mean: float, std: float,
-             tint=(0.0, 0.0, 0.0), chroma: float = 14.0) -> np.ndarray:
+             tint=(0.0, 0.0, 0.0), chroma: float = 14.0,
+             octaves=TEXTURES["fine"][0]) -> np.ndarray:
     """(h, w, 3) float32 RGB multi-scale noise: strong luminance texture, mild colour."""
     lum = np.zeros((h, w), np.float32)
-    for cell, weight in ((2, 0.55), (4, 1.0), (8, 0.9), (16, 0.7), (32, 0.5)):
+    for cell, weight in octaves:
         lum += weight * _noise(rng, h, w, cell)
     lum = cv2.GaussianBlur(lum, (0, 0), 0.7)
     lum = (lum - lum.mean()) / (lum.std() + 1e-6)
@@ -332,6 +346,10 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
     """Frames (list of uint8 RGB), per-frame affines (n,2,3), object dict (or None)."""
     rng = _rng(spec.seed, spec.kind, shot)
     (bm, bs, bt), (om, os_, ot) = _LOOKS[look]
+    bg_octaves, object_octaves = TEXTURES[spec.texture]
+    if spec.texture == "coarse":
+        bs *= _COARSE_BACKGROUND_STD
+        bm, om = bm + _COARSE_BRIGHTNESS[0], om + _COARSE_BRIGHTNESS[1]
     kind = spec.kind
     t = np.arange(n, dtype=np.float64)
     frame_c = ((width - 1) / 2.0, (height - 1) / 2.0)
@@ -341,7 +359,7 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
         travel = np.abs(v) * max(n - 1, 0)
         bw = int(np.ceil(width + travel[0])) + 2 * _MARGIN
         bh = int(np.ceil(height + travel[1])) + 2 * _MARGIN
-        big = _texture(rng, bh, bw, bm, bs, bt)
+        big = _texture(rng, bh, bw, bm, bs, bt, octaves=bg_octaves)
         o0 = np.array([_MARGIN + max(0.0, -v[0] * (n - 1)), _MARGIN + max(0.0, -v[1] * (n - 1))])
         affines = np.stack([_translation(-v * ti) for ti in t])
         frames = []
@@ -353,8 +371,9 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
             frames.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
         return frames, affines, None
 
-    bg = _texture(rng, height, width, bm, bs, bt)
-    tex = _texture(rng, height + 2 * _MARGIN, width + 2 * _MARGIN, om, os_, ot)
+    bg = _texture(rng, height, width, bm, bs, bt, octaves=bg_octaves)
+    tex = _texture(rng, height + 2 * _MARGIN, width + 2 * _MARGIN, om, os_, ot,
+                   octaves=object_octaves)
     if kind in ("translate", "cut"):
         v = np.asarray(velocity, np.float64)
         center = np.asarray(frame_c) - v * (n - 1) / 2.0
@@ -480,6 +499,29 @@ def standard_set(out_dir, seed: int = 0, width: int = 320, height: int = 240) ->
     for kind in KINDS:
         path = os.path.join(out_dir, f"{kind}-{seed}.mp4")
         spec = ClipSpec(name=f"{kind}-{seed}", kind=kind, width=width, height=height, seed=seed)
+        result.append((path, make_clip(spec, path)))
+    return result
+
+
+def toy_set(out_dir, count: int, seed: int = 0, size: int = 128, num_frames: int = 32,
+            speed: tuple = (1.0, 2.5)) -> list:
+    """The toy world: `count` square `translate` clips, `toy-<seed + i>.mp4`, each with its own
+    object (disc or rounded rectangle, 25-40% of the frame), direction (uniform) and speed
+    (px per frame, uniform in `speed`), coarse textures: [(path, GroundTruth)].
+    The object passes the frame centre mid-clip, so it stays (mostly) in view."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    result = []
+    for i in range(count):
+        clip_seed = seed + i
+        r = _rng(clip_seed, "toy", 0)
+        angle, v = r.uniform(0, 2 * np.pi), r.uniform(*speed)
+        spec = ClipSpec(name=f"toy-{clip_seed}", kind="translate", width=size, height=size,
+                        num_frames=num_frames, seed=clip_seed, texture="coarse",
+                        object_size=float(r.uniform(0.25, 0.4)),
+                        shape=str(r.choice(["disc", "rounded_rect"])),
+                        velocity=(float(v * np.cos(angle)), float(v * np.sin(angle))))
+        path = os.path.join(out_dir, f"{spec.name}.mp4")
         result.append((path, make_clip(spec, path)))
     return result
 

@@ -189,7 +189,8 @@ def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, t
     out = tmp_path / "out"
     code, stdout, stderr = run_job("evaluate", "--bench", "pairs", "--data", shards,
                                    "--out", out, "--checkpoints", checkpoints, *FAST,
-                                   *metric_flags(extractors, dift=False), "--tracker", "builtin")
+                                   *metric_flags(extractors, dift=False), "--tracker", "builtin",
+                                   "--compare", f"again={checkpoints}")
     assert code == 0, stderr
     drag_length = {}
     for shard in list_shards(str(shards)):
@@ -204,18 +205,46 @@ def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, t
         assert r["tracked"] == 1.0 and r["num_points"] == len(drag_length[r["sample"]])
     model = [r for r in rows if r["method"] == "model"]
     assert sum(r["status"] == "ok" for r in model) == len(drag_length)
+    # --compare with the same checkpoints and settings: the same edits, so the same metrics
+    again = [r for r in rows if r["method"] == "again"]
+    metrics = ("status", "md", "psnr_in", "psnr_out", "lpips_in", "lpips_out", "tracked")
+    assert [[r[k] for k in metrics] for r in again] == [[r[k] for k in metrics] for r in model]
     unreadable = [r for r in rows if r["sample"] == str(shards / "pairs-000003.tar")]
-    assert [r["method"] for r in unreadable] == ["model", "identity"]
+    assert [r["method"] for r in unreadable] == ["model", "again", "identity"]
     assert all(r["status"].startswith("failed:ShardError: shard_unreadable: ") for r in unreadable)
     lines = stdout.splitlines()
     assert lines[0] == ("| method | MD ↓ | PSNR in ↑ | PSNR out ↑ | LPIPS in ↓ | LPIPS out ↓ | "
                         "tracked ↑ | time (s) | samples |")
     pooled = np.concatenate(list(drag_length.values())).mean()
-    assert lines[3].startswith(f"| identity | {pooled:.2f} | ")
+    assert lines[3][len("| again"):] == lines[2][len("| model"):]
+    assert lines[4].startswith(f"| identity | {pooled:.2f} | ")
     n = len(drag_length) + 1
-    assert lines[2].endswith(f" | {n - 1}/{n} |") and lines[3].endswith(f" | {n - 1}/{n} |")
+    assert all(line.endswith(f" | {n - 1}/{n} |") for line in lines[2:5])
     gallery = np.asarray(Image.open(out / "gallery.png"))
-    assert gallery.shape[1] >= 3 * 192                              # source | edit | target
+    assert gallery.shape[1] >= 5 * 192              # drag | model | again | identity | target
+
+
+def test_pairs_md_by_patch_matching(shards, checkpoints, extractors, tmp_path):
+    out = tmp_path / "out"
+    code, _, stderr = run_job("evaluate", "--bench", "pairs", "--data", shards, "--out", out,
+                              "--checkpoints", checkpoints, *FAST, "--limit", "4",
+                              *metric_flags(extractors, dift=False), "--tracker", "patch",
+                              "--patch-size", "9")
+    assert code == 0, stderr
+    samples = {}
+    for shard in list_shards(str(shards)):
+        for raw in read_shard_raw(shard, []):
+            s = decode_sample(raw)
+            samples[s.key] = s
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    identity = [r for r in rows if r["method"] == "identity"]
+    assert len(identity) == 4 and all(r["status"] == "ok" for r in identity)
+    for r in identity:   # the source matched onto itself: each handle's own pixel
+        s = samples[r["sample"]]
+        pixels = np.floor(s.handle + 0.5)
+        assert r["md"] == pytest.approx(np.linalg.norm(pixels - s.target_points, axis=1).mean())
+        assert r["tracked"] == 1.0
+    assert json.loads((out / "summary.json").read_text())["settings"]["patch_size"] == 9
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -229,10 +258,14 @@ def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, t
                   "*.tar files, a glob, or a list of shard paths/URLs"),
     ("missing-alexnet", "error: --alexnet {tmp}/alexnet.pth: file not found"),
     ("cotracker-without-weights", "error: --tracker cotracker needs --tracker-checkpoint FILE"),
+    ("even-patch", "error: --patch-size must be odd and at least 3, got 4"),
     ("sample-prompt-with-embeds", "error: --dift-prompt-embeds holds the empty prompt only: "
                                   "pass --dift-prompt empty with it (sample, the default, needs "
                                   "the DIFT model's text encoder)"),
     ("out-is-a-file", "error: --out {tmp}/file exists and is not a directory"),
+    ("compare-as-model", "error: --compare: method name model is taken (model, the baseline, "
+                         "and every --compare need their own names)"),
+    ("compare-missing", "error: --compare old={tmp}/nowhere: not a directory"),
 ])
 def test_usage_errors(case, message, checkpoints, extractors, tmp_path, capsys):
     (tmp_path / "file").write_text("")
@@ -251,11 +284,14 @@ def test_usage_errors(case, message, checkpoints, extractors, tmp_path, capsys):
         "missing-alexnet": [*pairs, *ck, "--alexnet", str(tmp_path / "alexnet.pth"),
                             "--lpips", extractors["lpips"]],
         "cotracker-without-weights": [*pairs, *ck, *lp, "--tracker", "cotracker"],
+        "even-patch": [*pairs, *ck, *lp, "--tracker", "patch", "--patch-size", "4"],
         "sample-prompt-with-embeds": [*dragbench, *ck, *metric_flags(extractors),
                                       "--dift-prompt", "sample", "--dift-prompt-embeds",
                                       str(tmp_path / "file")],
         "out-is-a-file": [*dragbench, *ck, *metric_flags(extractors), "--out",
                           str(tmp_path / "file")],
+        "compare-as-model": [*pairs, *ck, *lp, "--compare", f"model={checkpoints}"],
+        "compare-missing": [*pairs, *ck, *lp, "--compare", f"old={tmp_path / 'nowhere'}"],
     }[case]
     assert evaluate_job.main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == message.format(tmp=tmp_path)
@@ -285,8 +321,11 @@ def test_flag_choices_agree_with_the_library():
 
     assert evaluate_job.DIFT_PROMPTS == DIFT_PROMPTS
     assert evaluate_job.BASELINES == (*BASELINES, "none")
+    from trainer.evaluation.matching import PatchMatcher
+
     assert make_tracker(TrackConfig(backend="builtin")).name == "builtin-lk"
-    assert evaluate_job.TRACKERS == ("builtin", "cotracker")   # make_tracker's backends
+    # make_tracker's backends, then the evaluation's own patch matcher
+    assert evaluate_job.TRACKERS == ("builtin", "cotracker", PatchMatcher.name)
 
 
 def test_make_tiny_extractors_layout_and_refusals(extractors, tmp_path, capsys):

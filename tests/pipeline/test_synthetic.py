@@ -343,3 +343,59 @@ def test_make_videos_job(tmp_path, capsys):
     assert names == sorted(f"{k}-{s}.mp4" for k in synthetic.KINDS for s in (3, 4))
     gt = load_ground_truth(tmp_path / "cut-4.mp4")
     assert (gt.width, gt.height, gt.seed) == (96, 64, 4)
+
+
+# --- the toy world --------------------------------------------------------------------------
+
+
+def test_toy_set_clips_move_as_their_ground_truth_says(tmp_path):
+    clips = synthetic.toy_set(tmp_path, 4, seed=7, size=96, num_frames=16, speed=(1.5, 2.0))
+    assert [os.path.basename(p) for p, _ in clips] == [f"toy-{s}.mp4" for s in range(7, 11)]
+    velocities = []
+    for path, gt in clips:
+        assert (gt.kind, gt.width, gt.height, gt.num_frames) == ("translate", 96, 96, 16)
+        assert gt.spec["texture"] == "coarse" and 0.25 <= gt.spec["object_size"] <= 0.4
+        v = gt.transform(0, 1)[:, 2]
+        assert 1.5 <= np.linalg.norm(v) <= 2.0
+        velocities.append(v)
+        # the pixels follow the ground truth: frame 12's object is frame 2's moved by 10 v
+        g = decode(path, gray=True).astype(np.float32)
+        interior = cv2.erode(gt.object_mask(12).astype(np.uint8), np.ones((5, 5))) > 0
+        warped = cv2.warpAffine(g[2], gt.transform(2, 12), (96, 96), flags=cv2.INTER_LINEAR)
+        assert np.abs(warped - g[12])[interior].mean() < 4.0
+        assert np.abs(g[2] - g[12])[interior].mean() > 8.0     # it did move
+    # every clip has its own direction
+    angles = np.degrees([np.arctan2(v[1], v[0]) for v in velocities])
+    assert len(set(np.round(angles))) == 4
+    # the same seed gives the same clips
+    again = synthetic.toy_set(tmp_path / "again", 1, seed=8, size=96, num_frames=16,
+                              speed=(1.5, 2.0))
+    assert again[0][1].to_json() == clips[1][1].to_json()
+
+
+def test_coarse_texture_calms_the_background():
+    fine = synthetic.render_frames(ClipSpec(name="f", kind="translate", width=128, height=128,
+                                            num_frames=2))
+    coarse = synthetic.render_frames(ClipSpec(name="c", kind="translate", width=128,
+                                              height=128, num_frames=2, texture="coarse"))
+    def detail(frames, gt, inside):
+        g = cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        region = (gt.object_mask(0) > 0) == inside
+        return float(np.abs(cv2.Laplacian(g, cv2.CV_32F))[region].mean())
+    assert detail(*coarse, inside=False) < 0.5 * detail(*fine, inside=False)
+    assert detail(*coarse, inside=True) > detail(*coarse, inside=False)
+    with pytest.raises(ValueError, match="unknown texture 'smooth'; expected one of"):
+        ClipSpec(name="x", kind="translate", texture="smooth")
+
+
+def test_make_videos_toy(tmp_path, capsys):
+    from jobs.make_videos import main
+
+    assert main(["--output", str(tmp_path), "--toy", "2", "--seed", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        [str(tmp_path / f"toy-{s}.mp4"), "translate", "128x128"] for s in (5, 6)]
+    with pytest.raises(SystemExit) as e:
+        main(["--output", str(tmp_path), "--toy", "0"])
+    assert e.value.code == 2
+    assert "--toy must be >= 1" in capsys.readouterr().err

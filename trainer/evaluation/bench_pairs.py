@@ -90,7 +90,7 @@ def _evaluate_pair(key, raw, editors, tracker, lpips, result, gallery_rows) -> l
         return [failed_row(key, m, failure(e), COLUMNS) for m in editors]
     inside = sample.mask > 0
     n = len(sample.handle)
-    rows = []
+    rows, edits = [], {}
     for method, editor in editors.items():
         try:
             edit = editor(sample.source, sample.mask, sample.handle, sample.target_points, "")
@@ -105,8 +105,10 @@ def _evaluate_pair(key, raw, editors, tracker, lpips, result, gallery_rows) -> l
             rows.append(failed_row(key, method, failure(e), COLUMNS, num_points=n))
             continue
         rows.append(ok_row(key, method, n, edit.seconds, metrics))
-        if method == result.methods[0] and len(result.gallery) < gallery_rows:
-            result.gallery.append(GalleryRow(
-                [draw_drag(sample.source, sample.handle, sample.target_points, sample.mask),
-                 edit.image, sample.target], [key, method, "real target"]))
+        edits[method] = edit.image
+    # A gallery row: the drag, every method that edited this pair (side by side), the truth.
+    if result.methods[0] in edits and len(result.gallery) < gallery_rows:
+        result.gallery.append(GalleryRow(
+            [draw_drag(sample.source, sample.handle, sample.target_points, sample.mask),
+             *edits.values(), sample.target], [key, *edits, "real target"]))
     return rows

@@ -1,4 +1,5 @@
-"""Mean Distance by feature matching (DragBench's run_eval_point_matching.py).
+"""Mean Distance by feature matching (DragBench's run_eval_point_matching.py), and its pixel
+analogue for worlds without a feature network (`PatchMatcher`).
 
 For every handle point, take the source image's feature at the handle's pixel, find the pixel of
 the edited image whose feature is most cosine-similar, and measure how far that pixel lies from
@@ -10,6 +11,7 @@ read at its nearest pixel (`round_to_pixel`); a feature map (C, H, W) is indexed
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,3 +52,39 @@ def point_distances(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1, 2)
     return np.linalg.norm(points - targets, axis=1)
+
+
+class PatchMatcher:
+    """Follows points by matching image patches: each query's `size` x `size` RGB patch around
+    its pixel in frame 0 is looked for in every later frame, over the whole frame (borders
+    reflected), and the point goes to the window whose pixels differ least (sum of squared
+    differences; the first such window in row-major order on ties). The pixel analogue of DIFT
+    matching: colour and brightness count, as they do in DIFT features; it always answers
+    (every point is reported visible); and a large jump costs it nothing, unlike a two-frame
+    optical-flow tracker, which loses points that jump far. Implements the `pipeline.tracking`
+    Tracker protocol (`track`)."""
+
+    name = "patch"
+
+    def __init__(self, size: int = 15):
+        if size < 3 or size % 2 == 0:
+            raise ValueError(f"patch size must be odd and at least 3, got {size}")
+        self.size = size
+
+    def track(self, clips: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """clips (B, T, H, W, 3) uint8, queries (B, N, 2) x/y in frame 0 -> tracks (B, T, N, 2),
+        visible (B, T, N)."""
+        b, t, h, w = clips.shape[:4]
+        r = self.size // 2
+        tracks = np.repeat(np.asarray(queries, np.float64)[:, None], t, axis=1)
+        for i in range(b):
+            frames = [cv2.copyMakeBorder(f, r, r, r, r, cv2.BORDER_REFLECT_101)
+                      .astype(np.float32) for f in clips[i]]
+            pixels = round_to_pixel(np.asarray(queries[i], np.float64), (w, h))
+            for n, (x, y) in enumerate(pixels):
+                patch = frames[0][y:y + self.size, x:x + self.size]
+                for k in range(1, t):
+                    cost = cv2.matchTemplate(frames[k], patch, cv2.TM_SQDIFF)   # (h, w)
+                    best = int(np.argmin(cost))
+                    tracks[i, k, n] = (best % w, best // w)
+        return tracks, np.ones(tracks.shape[:3], bool)

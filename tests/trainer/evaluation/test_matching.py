@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.evaluation.matching import match_points, point_distances, upsample_features
+from trainer.evaluation.matching import (PatchMatcher, match_points, point_distances,
+                                         upsample_features)
 
 
 def random_features(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -61,3 +62,45 @@ def test_match_points_refuses_maps_of_different_sizes():
     with pytest.raises(ValueError, match=r"feature maps differ in shape: \(4, 8, 8\) and "
                                          r"\(4, 8, 9\)"):
         match_points(torch.zeros(4, 8, 8), torch.zeros(4, 8, 9), np.array([[1.0, 1.0]]))
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_patch_matcher_finds_a_large_jump_exactly():
+    # frame 1 = frame 0 moved by (+3, -17): far beyond an optical-flow window
+    big = _texture(120, 150)
+    frame0, frame1 = big[30:94, 20:100], big[47:111, -3 + 20:-3 + 100]
+    clips = np.stack([frame0, frame1, frame0])[None]
+    handles = np.array([[40.0, 20.0], [10.4, 5.6], [70.0, 60.0]])
+    tracks, visible = PatchMatcher(size=9).track(clips, handles[None])
+    assert visible.all() and tracks.shape == (1, 3, 3, 2)
+    pixels = np.round(handles)   # a handle is read at its nearest pixel
+    expected = pixels + [3, -17]
+    inside = (expected[:, 0] >= 0) & (expected[:, 1] >= 0)
+    np.testing.assert_array_equal(tracks[0, 1][inside], expected[inside])
+    np.testing.assert_array_equal(tracks[0, 2], pixels)      # back in frame 0's place
+    np.testing.assert_array_equal(tracks[0, 0], handles)     # frame 0: the queries themselves
+
+
+def test_patch_matching_weighs_colour_and_breaks_ties_in_row_major_order():
+    frame0 = np.zeros((32, 40, 3), np.uint8)
+    frame0[10:20, 10:20] = (200, 40, 40)                        # a red square
+    frame1 = np.zeros_like(frame0)
+    frame1[2:12, 25:35] = (100, 20, 20)                         # the same square, darker
+    frame1[18:28, 5:15] = (40, 40, 200)                         # a blue one: same shape
+    clips = np.stack([frame0, frame1])[None]
+    tracks, _ = PatchMatcher(size=5).track(clips, np.array([[[14.0, 14.0], [35.0, 28.0]]]))
+    # colour decides, not shape: the darker red square's windows all tie (a flat patch), and
+    # the first in row-major order wins: its top-left interior window's centre
+    np.testing.assert_array_equal(tracks[0, 1, 0], [27, 4])
+    # a black patch: every black window of frame 1 ties likewise
+    np.testing.assert_array_equal(tracks[0, 1, 1], [0, 0])
+
+
+@pytest.mark.parametrize("size", [1, 2, 14])
+def test_patch_size_must_be_odd_and_at_least_3(size):
+    with pytest.raises(ValueError, match=f"patch size must be odd and at least 3, got {size}"):
+        PatchMatcher(size=size)
