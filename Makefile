@@ -8,6 +8,9 @@ TORCH_PIN := $(shell grep -oE '^ *torch==[0-9.]+' setup.cfg | tr -d ' ')
 COTRACKER_PIN := $(shell sed -n 's/^cotracker *= *//p' setup.cfg)
 DEMO ?= demo
 TOY ?= toy
+TOY_CLIPS ?= 128
+TOY_HELDOUT_CLIPS ?= 16
+TOY_TRAIN_ARGS ?=
 
 .PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train vendor-cotracker clean
 
@@ -35,19 +38,21 @@ $(CACHE)/vendor/cotracker/__init__.py: setup.cfg | setup
 # The end-to-end proof in a toy world: synthetic videos -> pairs (local Ray) -> a small
 # pixel-space model trained from scratch -> evaluation on held-out pairs against the untrained
 # model and the identity edit. Reruns resume (pairs, training) or redo (videos, evaluation).
+# TOY_CLIPS, TOY_HELDOUT_CLIPS and TOY_TRAIN_ARGS (e.g. --set train.steps=2) shrink it for tests.
 TOY_SAMPLING := --scheduler ddim --steps 10 --schedule none --resolution 64
 TOY_MODEL := --resolution 64 --pixel-vae-factor 4 --block-out-channels 96,128,128 \
 	--prediction-type sample --point-embed-dim 4
 toy: setup
-	$(PY) -m jobs.make_videos --output $(TOY)/videos --toy 128
-	$(PY) -m jobs.make_videos --output $(TOY)/heldout-videos --toy 16 --seed 100000
+	$(PY) -m jobs.make_videos --output $(TOY)/videos --toy $(TOY_CLIPS)
+	$(PY) -m jobs.make_videos --output $(TOY)/heldout-videos --toy $(TOY_HELDOUT_CLIPS) --seed 100000
 	$(PY) -m jobs.build_pairs --input $(TOY)/videos --output $(TOY)/pairs --config configs/toy-pairs.yaml
 	$(PY) -m jobs.build_pairs --input $(TOY)/heldout-videos --output $(TOY)/heldout \
 		--config configs/toy-pairs.yaml --set sample.pairs_per_video=2
 	test -d $(TOY)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(TOY)/checkpoints $(TOY_MODEL)
 	test -d $(TOY)/extractors || $(PY) -m jobs.make_tiny_extractors --out $(TOY)/extractors
 	TORCH_EXTENSIONS_DIR=$(CACHE)/torch_extensions $(PY) -m jobs.train --config configs/toy-train.yaml \
-		--set run_dir=$(TOY)/train --set data.shards=$(TOY)/pairs --set model.checkpoints=$(TOY)/checkpoints
+		--set run_dir=$(TOY)/train --set data.shards=$(TOY)/pairs --set model.checkpoints=$(TOY)/checkpoints \
+		$(TOY_TRAIN_ARGS)
 	$(PY) -m jobs.evaluate --bench pairs --data $(TOY)/heldout --out $(TOY)/eval \
 		--checkpoints $(TOY)/checkpoints \
 		--model-dir "$$(ls -d $(TOY)/train/checkpoints/step_* | tail -n 1)/lightning-drag-sd15" \

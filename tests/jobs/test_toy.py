@@ -1,0 +1,34 @@
+"""`make toy`, the README's main job, shrunk: the same Makefile recipe and configs on 3 clips,
+2 held-out clips and 2 training steps. Checks the wiring (each job feeds the next) and the
+report's shape, not the learning (bench/RESULTS.md has the full run's figures)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+from tests.ray_cluster import clean_env
+
+
+@pytest.mark.slow
+def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
+    toy = tmp_path / "toy"
+    args = ["make", "--no-print-directory", "-C", str(REPO), "toy", f"TOY={toy}",
+            "TOY_CLIPS=3", "TOY_HELDOUT_CLIPS=2",
+            "TOY_TRAIN_ARGS=--set train.steps=2 --set checkpoint.every=2 --set data.batch_size=2"]
+    done = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((toy / "eval" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["model", "untrained", "identity"]
+    assert summary["settings"]["tracker"] == "patch"
+    assert summary["settings"]["checkpoints"]["model_dir"] == \
+        f"{toy}/train/checkpoints/step_00000002/lightning-drag-sd15"
+    assert summary["settings"]["compare"]["untrained"]["model_dir"] == \
+        f"{toy}/checkpoints/lightning-drag-sd15"
+    n = summary["samples"]
+    assert n >= 2 and all(m["ok"] == n for m in summary["methods"].values())
+    # the table is printed, and the gallery written
+    assert "| untrained |" in done.stdout and os.path.isfile(toy / "eval" / "gallery.png")
