@@ -86,7 +86,8 @@ class ClipSpec:
     preset: str = "medium"
     gop: Optional[int] = None           # keyframe interval in frames (None: x264's default)
     texture: str = "fine"               # fine: busy multi-scale texture everywhere;
-                                        # coarse: a calm background, a blotchy object (toy world)
+                                        # coarse: a calm, darker background and a brighter,
+                                        # blotchy object (the toy world)
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -20,7 +20,6 @@ from model.pipeline import DragEditPipeline
 from tests.conftest import REPO
 from tests.ray_cluster import LocalCluster, clean_env, free_port
 from tests.trainer.test_loop import weights
-from tests.trainer.test_train_job import setup  # noqa: F401
 from tests.trainer.trainer_helpers import config
 from trainer.loop import EXPORT_DIR
 from trainer.ray_train import storage_filesystem
@@ -59,7 +58,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def torchrun_run(setup, tmp_path_factory):  # noqa: F811
+def torchrun_run(setup, tmp_path_factory):
     """The same config trained by two torchrun ranks: (summary, final export's weights)."""
     ckpt, shards = setup
     root = tmp_path_factory.mktemp("torchrun")
@@ -115,7 +114,7 @@ def kill_a_worker_after_the_first_checkpoint(cluster, job_id, experiment) -> Non
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
-        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+        cluster, setup, torchrun_run, tmp_path):
     ckpt, shards = setup
     cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
     status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2"))
@@ -154,7 +153,7 @@ def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_uninterrupted(
-        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+        cluster, setup, torchrun_run, tmp_path):
     ckpt, shards = setup
     cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
     job = submit_train(cluster, cfg, "--num-workers", "2", "--max-failures", "1")
@@ -173,7 +172,7 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_uninterrupted(
 @pytest.mark.slow
 @pytest.mark.ray
 def test_an_interrupted_run_resumes_by_name_with_its_world_size_only(
-        cluster, setup, torchrun_run, tmp_path):  # noqa: F811
+        cluster, setup, torchrun_run, tmp_path):
     ckpt, shards = setup
     cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
     storage = ["--storage-path", f"file://{tmp_path / 'storage'}", "--run-name", "exp1"]

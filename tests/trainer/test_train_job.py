@@ -9,21 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from model.tiny import save_tiny_checkpoints
 from tests.conftest import REPO
-from tests.ray_cluster import clean_env, free_port
-from tests.trainer.trainer_helpers import build_pair_shards, config
+from tests.trainer.trainer_helpers import config
 from trainer.loop import EXPORT_DIR, data_position_file, list_checkpoints, train
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("ckpt")
-    save_tiny_checkpoints(str(ckpt))
-    shards = build_pair_shards(tmp_path_factory.mktemp("videos"), tmp_path_factory.mktemp("pairs"))
-    return ckpt, shards
 
 
 @pytest.fixture(autouse=True)
@@ -86,31 +76,3 @@ def test_bad_config_exits_2(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "python -m jobs.train: error: --num-workers, --max-failures only applies with "
         "--launcher ray")
-
-
-def test_resuming_with_another_world_size_or_launcher_exits_2_saying_which(setup, tmp_path):
-    ckpt, shards = setup
-    run = tmp_path / "run"
-    args = ["-m", "jobs.train", "--config", str(REPO / "configs/train-tiny.yaml"),
-            "--set", f"run_dir={run}", "--set", f"data.shards={shards}",
-            "--set", f"model.checkpoints={ckpt}", "--set", "train.steps=2",
-            "--set", "checkpoint.every=2", "--set", "data.val_pairs=0", "--device", "cpu"]
-    env = clean_env(OMP_NUM_THREADS="1")
-    two = subprocess.run([os.path.join(os.path.dirname(sys.executable), "torchrun"),
-                          "--nproc_per_node=2", f"--master_port={free_port()}", *args],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-4000:]
-    one = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert one.returncode == 2, one.stderr[-4000:]
-    assert one.stderr.strip().splitlines()[-1] == (
-        f"error: {run}/checkpoints/step_00000002 was written by a run with world size 2, and "
-        "this run has world size 1: resume it with 2 ranks (torchrun --nproc_per_node, or "
-        "--num-workers with --launcher ray), or start a new run (another run_dir, or another "
-        "--run-name with --launcher ray); checkpoints are not converted between world sizes")
-    # nor does Ray Train take over checkpoints it has no record of (before starting Ray)
-    ray = subprocess.run([sys.executable, *args, "--launcher", "ray", "--num-workers", "2"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert ray.returncode == 2, ray.stderr[-4000:]
-    assert ray.stderr.strip().splitlines()[-1].startswith(
-        f"error: {run}/checkpoints holds checkpoints that Ray Train has no record of")
