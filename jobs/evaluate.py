@@ -237,14 +237,14 @@ def _run_pairs(args, shards, editors, lpips, device, progress):
     from trainer.evaluation.matching import PatchMatcher
 
     if args.tracker == "patch":
-        return evaluate_pairs(shards, editors, PatchMatcher(args.patch_size), lpips,
-                              limit=args.limit, gallery_rows=args.gallery_rows, progress=progress)
-    try:
-        tracker = make_tracker(TrackConfig(backend=args.tracker,
-                                           checkpoint=args.tracker_checkpoint,
-                                           device=args.tracker_device or device))
-    except TrackerError as e:
-        raise UsageError(f"--tracker {args.tracker}: {e}") from None
+        tracker = PatchMatcher(args.patch_size)
+    else:
+        try:
+            tracker = make_tracker(TrackConfig(backend=args.tracker,
+                                               checkpoint=args.tracker_checkpoint,
+                                               device=args.tracker_device or device))
+        except TrackerError as e:
+            raise UsageError(f"--tracker {args.tracker}: {e}") from None
     return evaluate_pairs(shards, editors, tracker, lpips, limit=args.limit,
                           gallery_rows=args.gallery_rows, progress=progress)
 

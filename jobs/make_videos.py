@@ -41,15 +41,18 @@ def main(argv=None) -> int:
         ap.error("--repeat must be >= 1")
     if args.toy is not None and args.toy < 1:
         ap.error("--toy must be >= 1")
+
+    def report(clips) -> None:
+        for path, gt in clips:
+            print(f"{path}\t{gt.kind}\t{gt.width}x{gt.height}\t{gt.num_frames} frames\t"
+                  f"{gt.fps} fps", flush=True)
+
     if args.toy:
-        clips = toy_set(args.output, args.toy, seed=args.seed, size=args.width or 128)
+        report(toy_set(args.output, args.toy, seed=args.seed, size=args.width or 128))
     else:
-        clips = [clip for i in range(args.repeat)
-                 for clip in standard_set(args.output, seed=args.seed + i,
-                                          width=args.width or 320, height=args.height)]
-    for path, gt in clips:
-        print(f"{path}\t{gt.kind}\t{gt.width}x{gt.height}\t{gt.num_frames} frames\t"
-              f"{gt.fps} fps", flush=True)
+        for i in range(args.repeat):  # each set reported as soon as it is written
+            report(standard_set(args.output, seed=args.seed + i, width=args.width or 320,
+                                height=args.height))
     if args.bad_inputs:
         for path, status in make_bad_inputs(os.path.join(args.output, "bad_inputs")).items():
             print(f"{path}\texpect {status}", flush=True)

@@ -43,15 +43,26 @@ import numpy as np
 
 
 KINDS = ("translate", "rotate", "scale", "static", "pan", "cut")
-# Texture detail: (feature size in pixels, weight) per octave, for (background, object).
+
+
+@dataclass(frozen=True)
+class Texture:
+    """How a clip's surfaces look, on top of its shot's look (`_LOOKS`)."""
+    background: tuple               # octaves: (feature size in pixels, weight), ...
+    object: tuple
+    background_std: float = 1.0     # scales the look's background contrast
+    brightness: tuple = (0.0, 0.0)  # added to the look's (background, object) means
+
+
+_FINE_OCTAVES = ((2, 0.55), (4, 1.0), (8, 0.9), (16, 0.7), (32, 0.5))
 TEXTURES = {
-    "fine": (((2, 0.55), (4, 1.0), (8, 0.9), (16, 0.7), (32, 0.5)),) * 2,
-    "coarse": (((8, 0.5), (16, 0.8), (32, 1.0)), ((8, 0.6), (16, 1.0))),
+    "fine": Texture(_FINE_OCTAVES, _FINE_OCTAVES),
+    # the toy world: a calmer, darker background and a brighter, blotchy object, which stands
+    # out from the background even when an image of it is blurred
+    "coarse": Texture(background=((8, 0.5), (16, 0.8), (32, 1.0)),
+                      object=((8, 0.6), (16, 1.0)), background_std=0.6,
+                      brightness=(-35.0, 45.0)),
 }
-# coarse: the background's std is scaled and its mean lowered, the object's mean raised, so the
-# object stands out from the background even when an image of it is blurred.
-_COARSE_BACKGROUND_STD = 0.6
-_COARSE_BRIGHTNESS = (-35.0, 45.0)  # added to the (background, object) means
 GT_SUFFIX = ".gt.json"
 GT_FORMAT = "dragvid-synthetic-gt/1"
 _MARGIN = 32  # object canvas margin (pixels) around the frame-0 frame area
@@ -93,7 +104,7 @@ class ClipSpec:
         if self.kind not in KINDS:
             raise ValueError(f"unknown clip kind {self.kind!r}; expected one of {KINDS}")
         if self.texture not in TEXTURES:
-            raise ValueError(f"unknown texture {self.texture!r}; expected one of {TEXTURES}")
+            raise ValueError(f"unknown texture {self.texture!r}; expected one of {tuple(TEXTURES)}")
         if self.rotation % 90 or self.rotation % 360 not in _ENCODE_K:
             raise ValueError(f"rotation must be 0/90/180/270, got {self.rotation}")
         if self.num_frames < 1:
@@ -269,7 +280,7 @@ def _noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
 
 def _texture(rng: np.random.Generator, h: int, w: int, mean: float, std: float,
              tint=(0.0, 0.0, 0.0), chroma: float = 14.0,
-             octaves=TEXTURES["fine"][0]) -> np.ndarray:
+             octaves=_FINE_OCTAVES) -> np.ndarray:
     """(h, w, 3) float32 RGB multi-scale noise: strong luminance texture, mild colour."""
     lum = np.zeros((h, w), np.float32)
     for cell, weight in octaves:
@@ -347,10 +358,10 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
     """Frames (list of uint8 RGB), per-frame affines (n,2,3), object dict (or None)."""
     rng = _rng(spec.seed, spec.kind, shot)
     (bm, bs, bt), (om, os_, ot) = _LOOKS[look]
-    bg_octaves, object_octaves = TEXTURES[spec.texture]
-    if spec.texture == "coarse":
-        bs *= _COARSE_BACKGROUND_STD
-        bm, om = bm + _COARSE_BRIGHTNESS[0], om + _COARSE_BRIGHTNESS[1]
+    texture = TEXTURES[spec.texture]
+    bg_octaves, object_octaves = texture.background, texture.object
+    bs *= texture.background_std
+    bm, om = bm + texture.brightness[0], om + texture.brightness[1]
     kind = spec.kind
     t = np.arange(n, dtype=np.float64)
     frame_c = ((width - 1) / 2.0, (height - 1) / 2.0)
