@@ -9,7 +9,7 @@ COTRACKER_PIN := $(shell sed -n 's/^cotracker *= *//p' setup.cfg)
 DEMO ?= demo
 TOY ?= toy
 TOY_CLIPS ?= 128
-TOY_HELDOUT_CLIPS ?= 16
+TOY_HELDOUT_CLIPS ?= 32
 TOY_TRAIN_ARGS ?=
 
 .PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train vendor-cotracker clean
@@ -39,7 +39,8 @@ $(CACHE)/vendor/cotracker/__init__.py: setup.cfg | setup
 # pixel-space model trained from scratch -> evaluation on held-out pairs against the untrained
 # model and the identity edit. Reruns resume (pairs, training) or redo (videos, evaluation).
 # TOY_CLIPS, TOY_HELDOUT_CLIPS and TOY_TRAIN_ARGS (e.g. --set train.steps=2) shrink it for tests.
-TOY_SAMPLING := --scheduler ddim --steps 10 --schedule none --resolution 64
+TOY_SAMPLING := --scheduler ddim --steps 10 --guidance 4 --schedule inverse-square --keep-unmasked \
+	--resolution 64
 TOY_MODEL := --resolution 64 --pixel-vae-factor 4 --block-out-channels 96,128,128 \
 	--prediction-type sample --point-embed-dim 4
 toy: setup

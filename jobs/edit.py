@@ -105,6 +105,8 @@ def add_sampling_arguments(ap: argparse.ArgumentParser):
     s.add_argument("--scheduler", choices=SCHEDULERS,
                    help="default: lcm when an LCM-LoRA is loaded, else ddim")
     s.add_argument("--seed", type=int, default=0, help="candidate k uses seed + k (default 0)")
+    s.add_argument("--keep-unmasked", action="store_true",
+                   help="keep every pixel outside the mask exactly as in the input")
     s.add_argument("--resolution", type=positive_int,
                    help="square model resolution in pixels (default: the model's)")
     s.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -139,13 +141,14 @@ def run(args) -> int:
                       edit_input["targets"], prompt=edit_input["prompt"], steps=args.steps,
                       guidance=args.guidance, schedule=args.schedule, seed=args.seed,
                       candidates=args.candidates, sequential=args.sequential,
-                      scheduler=args.scheduler, resolution=args.resolution)
+                      scheduler=args.scheduler, resolution=args.resolution,
+                      keep_unmasked=args.keep_unmasked)
     except ValueError as e:  # DragInputError included
         raise UsageError(e) from None
     settings = {"fusion": pipe.model.fusion, "scheduler": result.scheduler, "steps": result.steps,
                 "guidance": args.guidance, "schedule": args.schedule, "seed": args.seed,
                 "candidates": args.candidates, "sequential": args.sequential,
-                "resolution": list(result.resolution), "device": device, "dtype": args.dtype}
+                "keep_unmasked": args.keep_unmasked, "resolution": list(result.resolution), "device": device, "dtype": args.dtype}
 
     os.makedirs(args.out, exist_ok=True)
     names = ["edited.png"] + [f"edited_{k}.png" for k in range(1, len(result.images))]

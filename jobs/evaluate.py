@@ -160,7 +160,8 @@ def run(args) -> int:
     except CheckpointError as e:
         raise UsageError(e) from None
     sampling = dict(steps=args.steps, guidance=args.guidance, schedule=args.schedule,
-                    scheduler=args.scheduler, seed=args.seed, resolution=args.resolution)
+                    scheduler=args.scheduler, seed=args.seed, resolution=args.resolution,
+                    keep_unmasked=args.keep_unmasked)
     editors = {"model": PipelineEditor(pipe, **sampling)}
     compared = {}
     for name, root in args.compare:
@@ -183,7 +184,7 @@ def run(args) -> int:
                 "device": device, "dtype": args.dtype,
                 "steps": args.steps, "guidance": args.guidance, "schedule": args.schedule,
                 "scheduler": args.scheduler, "seed": args.seed, "resolution": args.resolution,
-                "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
+                "keep_unmasked": args.keep_unmasked, "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":
         settings.update(dift_model=args.dift_model, dift_prompt=args.dift_prompt,
                         dift_prompt_embeds=args.dift_prompt_embeds,

@@ -9,7 +9,8 @@ One edit (one drag step):
   4. DDIM or LCM steps; with point-following guidance every step evaluates the backbone on
      [uncond, cond] in one batch, where uncond keeps every image condition and zeroes only the
      point terms, and mixes them with the scale of the chosen schedule;
-  5. decode, and resize back to the input size.
+  5. decode, and resize back to the input size; with `keep_unmasked`, every pixel outside the
+     mask is then the input's own (the mask is the editable region: nothing else may change).
 Several candidates run as one batch, candidate k seeded with seed + k; a long drag can be split
 into `sequential` steps, each step editing the previous step's output.
 """
@@ -195,7 +196,7 @@ class DragEditPipeline:
     def __call__(self, image, mask, handles, targets, prompt: str = "", steps: int | None = None,
                  guidance: float = 4.0, schedule: str = "inverse-square", seed: int = 0,
                  candidates: int = 1, sequential: int = 1, scheduler: str | None = None,
-                 resolution=None) -> EditResult:
+                 resolution=None, keep_unmasked: bool = False) -> EditResult:
         image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise DragInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
@@ -235,6 +236,8 @@ class DragEditPipeline:
             source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
                                 guidance, schedule, generators, scheduler, counts)
         images = [crop_resize(im, (0, 0, *res), size) for im in tensor_to_images(source)]
+        if keep_unmasked:  # at the input size, so those pixels are the input's exactly
+            images = [np.where(mask[..., None] > 0, im, image) for im in images]
         return EditResult(images=images, seconds=time.perf_counter() - started, scheduler=scheduler,
                           steps=steps, resolution=res, **counts)
 

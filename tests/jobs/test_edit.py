@@ -205,10 +205,15 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     h, w = sample.image.shape[:2]
     out = tmp_path / "out"
     code, stdout, stderr = run_job("edit", "--image", DRAGBENCH, "--out", out, "--checkpoints",
-                                   checkpoints, "--steps", 2, "--resolution", 64)
+                                   checkpoints, "--steps", 2, "--resolution", 64, "--keep-unmasked")
     assert code == 0, stderr
-    assert read_png(out / "edited.png").shape == (h, w, 3)
+    edited = read_png(out / "edited.png")
+    assert edited.shape == (h, w, 3)
+    outside = sample.mask == 0
+    assert np.array_equal(edited[outside], sample.image[outside])  # --keep-unmasked
+    assert not np.array_equal(edited, sample.image)
     record = json.loads((out / "edit.json").read_text())
+    assert record["settings"]["keep_unmasked"] is True
     assert record["inputs"]["dragbench_sample"] is True and record["inputs"]["mask"] is None
     assert record["inputs"]["size"] == [w, h] and record["inputs"]["prompt"] == sample.prompt
     assert record["inputs"]["handles"] == sample.handles.tolist()

@@ -90,6 +90,19 @@ def test_points_guidance_and_scheduler_each_change_the_result(pipe):
         assert not np.array_equal(base, other)
 
 
+
+@pytest.mark.parametrize("candidates", [1, 2])
+def test_keep_unmasked_keeps_the_input_outside_the_mask_and_the_edit_inside(pipe, candidates):
+    image, mask, h, t = scene()
+    kw = dict(steps=2, scheduler="ddim", seed=5, candidates=candidates)
+    edited = pipe(image, mask, h, t, **kw).images
+    kept = pipe(image, mask, h, t, keep_unmasked=True, **kw).images
+    inside = mask > 0
+    for plain, pasted in zip(edited, kept):
+        assert np.array_equal(pasted[~inside], image[~inside])
+        assert np.array_equal(pasted[inside], plain[inside])
+        assert not np.array_equal(plain[~inside], image[~inside])  # the model alone changes it
+
 def test_bf16_edit_runs(tiny_paths):
     p = DragEditPipeline.from_pretrained(tiny_paths["model_dir"], tiny_paths["base"],
                                          tiny_paths["ip_adapter"], dtype=torch.bfloat16)
