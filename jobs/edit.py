@@ -148,7 +148,8 @@ def run(args) -> int:
     settings = {"fusion": pipe.model.fusion, "scheduler": result.scheduler, "steps": result.steps,
                 "guidance": args.guidance, "schedule": args.schedule, "seed": args.seed,
                 "candidates": args.candidates, "sequential": args.sequential,
-                "keep_unmasked": args.keep_unmasked, "resolution": list(result.resolution), "device": device, "dtype": args.dtype}
+                "keep_unmasked": args.keep_unmasked, "resolution": list(result.resolution),
+                "device": device, "dtype": args.dtype}
 
     os.makedirs(args.out, exist_ok=True)
     names = ["edited.png"] + [f"edited_{k}.png" for k in range(1, len(result.images))]

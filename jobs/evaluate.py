@@ -184,7 +184,8 @@ def run(args) -> int:
                 "device": device, "dtype": args.dtype,
                 "steps": args.steps, "guidance": args.guidance, "schedule": args.schedule,
                 "scheduler": args.scheduler, "seed": args.seed, "resolution": args.resolution,
-                "keep_unmasked": args.keep_unmasked, "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
+                "keep_unmasked": args.keep_unmasked, "limit": args.limit,
+                "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":
         settings.update(dift_model=args.dift_model, dift_prompt=args.dift_prompt,
                         dift_prompt_embeds=args.dift_prompt_embeds,

@@ -205,7 +205,8 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     h, w = sample.image.shape[:2]
     out = tmp_path / "out"
     code, stdout, stderr = run_job("edit", "--image", DRAGBENCH, "--out", out, "--checkpoints",
-                                   checkpoints, "--steps", 2, "--resolution", 64, "--keep-unmasked")
+                                   checkpoints, "--steps", 2, "--resolution", 64,
+                                   "--keep-unmasked")
     assert code == 0, stderr
     edited = read_png(out / "edited.png")
     assert edited.shape == (h, w, 3)

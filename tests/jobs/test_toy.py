@@ -23,7 +23,10 @@ def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((toy / "eval" / "summary.json").read_text())
     assert list(summary["methods"]) == ["model", "untrained", "identity"]
-    assert summary["settings"]["tracker"] == "patch"
+    settings = summary["settings"]
+    assert settings["tracker"] == "patch"
+    assert (settings["guidance"], settings["schedule"], settings["keep_unmasked"]) == \
+        (4.0, "inverse-square", True)
     assert summary["settings"]["checkpoints"]["model_dir"] == \
         f"{toy}/train/checkpoints/step_00000002/lightning-drag-sd15"
     assert summary["settings"]["compare"]["untrained"]["model_dir"] == \

@@ -90,7 +90,6 @@ def test_points_guidance_and_scheduler_each_change_the_result(pipe):
         assert not np.array_equal(base, other)
 
 
-
 @pytest.mark.parametrize("candidates", [1, 2])
 def test_keep_unmasked_keeps_the_input_outside_the_mask_and_the_edit_inside(pipe, candidates):
     image, mask, h, t = scene()
