@@ -6,6 +6,7 @@ typo must not silently fall back to a default); values must have the default's t
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import fields
 from typing import Optional
 
@@ -14,6 +15,11 @@ import yaml
 
 class ConfigError(ValueError):
     pass
+
+
+# PyYAML reads YAML 1.1, where a float needs a dot: `1e-5` and `2e-3` arrive as strings. A
+# float field takes such a plain decimal literal (not nan or inf).
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def build(cls, data: dict, where: str = ""):
@@ -35,6 +41,9 @@ def build(cls, data: dict, where: str = ""):
         elif isinstance(default, bool) or default is None or isinstance(value, type(default)):
             kwargs[name] = value
         elif isinstance(default, float) and isinstance(value, int):
+            kwargs[name] = float(value)
+        elif isinstance(default, float) and isinstance(value, str) \
+                and _FLOAT_LITERAL.fullmatch(value.strip()):
             kwargs[name] = float(value)
         else:
             raise ConfigError(f"{where}{name}: expected {type(default).__name__}, got {value!r}")

@@ -23,7 +23,17 @@ def test_yaml_round_trip():
     assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
 
 
+def test_exponent_floats_without_a_dot_are_floats():
+    # YAML 1.1 (PyYAML) reads 5e-1 as the string '5e-1': float fields take it as a number
+    cfg = load_config(None, ["filter.cut_threshold=5e-1", "decode.timeout_s=1E2"])
+    assert (cfg.filter.cut_threshold, cfg.decode.timeout_s) == (0.5, 100.0)
+    assert from_dict({"filter": {"cut_threshold": " 4.5e-1 "}}).filter.cut_threshold == 0.45
+
+
 @pytest.mark.parametrize("data, message", [
+    ({"filter": {"cut_threshold": "nan"}}, "filter.cut_threshold: expected float, got 'nan'"),
+    ({"filter": {"cut_threshold": "1e-1x"}}, "filter.cut_threshold: expected float, got '1e-1x'"),
+    ({"output": {"resolution": "5e2"}}, "output.resolution: expected int, got '5e2'"),
     ({"outptu": {}}, r"unknown config key\(s\) outptu"),
     ({"output": {"resoluton": 3}}, r"unknown config key\(s\) output.resoluton"),
     ({"output": {"resolution": "big"}}, "output.resolution: expected int, got 'big'"),
