@@ -27,9 +27,9 @@ def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
     assert settings["tracker"] == "patch"
     assert (settings["guidance"], settings["schedule"], settings["keep_unmasked"]) == \
         (4.0, "inverse-square", True)
-    assert summary["settings"]["checkpoints"]["model_dir"] == \
+    assert settings["checkpoints"]["model_dir"] == \
         f"{toy}/train/checkpoints/step_00000002/lightning-drag-sd15"
-    assert summary["settings"]["compare"]["untrained"]["model_dir"] == \
+    assert settings["compare"]["untrained"]["model_dir"] == \
         f"{toy}/checkpoints/lightning-drag-sd15"
     n = summary["samples"]
     assert n >= 2 and all(m["ok"] == n for m in summary["methods"].values())
