@@ -181,11 +181,8 @@ def run(args) -> int:
     else:
         result = _run_pairs(args, data, editors, lpips, device, progress)
     settings = {"data": args.data, "checkpoints": paths, "compare": compared,
-                "device": device, "dtype": args.dtype,
-                "steps": args.steps, "guidance": args.guidance, "schedule": args.schedule,
-                "scheduler": args.scheduler, "seed": args.seed, "resolution": args.resolution,
-                "keep_unmasked": args.keep_unmasked, "limit": args.limit,
-                "alexnet": args.alexnet, "lpips": args.lpips}
+                "device": device, "dtype": args.dtype, **sampling,
+                "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":
         settings.update(dift_model=args.dift_model, dift_prompt=args.dift_prompt,
                         dift_prompt_embeds=args.dift_prompt_embeds,
