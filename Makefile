@@ -40,9 +40,9 @@ $(CACHE)/vendor/cotracker/__init__.py: setup.cfg | setup
 # model and the identity edit. Reruns resume (pairs, training) or redo (videos, evaluation).
 # TOY_CLIPS, TOY_HELDOUT_CLIPS and TOY_TRAIN_ARGS (e.g. --set train.steps=2) shrink it for tests.
 TOY_SAMPLING := --scheduler ddim --steps 10 --guidance 4 --schedule inverse-square --keep-unmasked \
-	--resolution 64
+	--resolution 64 --seeds 2
 TOY_MODEL := --resolution 64 --pixel-vae-factor 4 --block-out-channels 96,128,128 \
-	--prediction-type sample --point-embed-dim 4
+	--prediction-type sample --point-embed-dim 8
 toy: setup
 	$(PY) -m jobs.make_videos --output $(TOY)/videos --toy $(TOY_CLIPS)
 	$(PY) -m jobs.make_videos --output $(TOY)/heldout-videos --toy $(TOY_HELDOUT_CLIPS) --seed 100000
@@ -75,11 +75,13 @@ train-demo: demo
 	test -d $(DEMO)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(DEMO)/checkpoints
 	TORCH_EXTENSIONS_DIR=$(CACHE)/torch_extensions $(PY) -m jobs.train --config configs/train-tiny.yaml
 
+# Two pytest workers (pytest-xdist); tests/conftest.py keeps the Ray tests on one of them.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 test: setup vendor-cotracker
-	$(PY) -m pytest -q -rs
+	$(PYTEST) -rs
 
 test-fast: setup vendor-cotracker
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup vendor-cotracker
 	$(PY) bench/pipeline.py

@@ -3,11 +3,11 @@
   python -m jobs.evaluate --bench dragbench --data DIR --out OUT
       --dift-model SD21_DIR --alexnet FILE --lpips FILE
       [--checkpoints ROOT | --model-dir D --base D --ip-adapter D] [model and sampling flags
-      as in jobs.edit] [--dift-prompt sample|empty] [--dift-prompt-embeds FILE]
+      as in jobs.edit] [--seeds K] [--dift-prompt sample|empty] [--dift-prompt-embeds FILE]
       [--dift-ensemble 8] [--dift-size N] [--dift-seed 42]
       [--baselines identity|none] [--compare NAME=ROOT ...] [--limit N] [--gallery-rows 8]
   python -m jobs.evaluate --bench pairs --data SHARDS --out OUT --alexnet FILE --lpips FILE
-      [model and sampling flags] [--tracker builtin|cotracker|patch] [--patch-size 15]
+      [model and sampling flags] [--seeds K] [--tracker builtin|cotracker|patch] [--patch-size 15]
       [--tracker-checkpoint FILE] [--tracker-device cpu|cuda] [--baselines ...] [--compare ...]
       [--limit N] [--gallery-rows 8]
 
@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--gallery-rows", type=int, default=8,
                     help="samples shown in gallery.png (default 8)")
     add_checkpoint_arguments(ap)
-    add_sampling_arguments(ap)
+    sampling = add_sampling_arguments(ap)
+    sampling.add_argument("--seeds", type=positive_int, default=1,
+                          help="edit every sample with K seeds (--seed, --seed + 1, ...; one "
+                               "batch) and average its metrics over the K edits: single "
+                               "edits vary with the seed, K > 1 steadies the comparison "
+                               "(default 1)")
     m = ap.add_argument_group("metric networks")
     m.add_argument("--alexnet", metavar="FILE", help="torchvision AlexNet state dict (LPIPS trunk)")
     m.add_argument("--lpips", metavar="FILE", help="LPIPS v0.1 AlexNet linear layers")
@@ -160,8 +165,8 @@ def run(args) -> int:
     except CheckpointError as e:
         raise UsageError(e) from None
     sampling = dict(steps=args.steps, guidance=args.guidance, schedule=args.schedule,
-                    scheduler=args.scheduler, seed=args.seed, resolution=args.resolution,
-                    keep_unmasked=args.keep_unmasked)
+                    scheduler=args.scheduler, seed=args.seed, seeds=args.seeds,
+                    resolution=args.resolution, keep_unmasked=args.keep_unmasked)
     editors = {"model": PipelineEditor(pipe, **sampling)}
     compared = {}
     for name, root in args.compare:

@@ -231,16 +231,33 @@ def load_image_projection(ip_dir: str, unet, image_embed_dim: int):
     return image_proj, ip_state
 
 
+POINT_PROJ_INITS = ("zero", "random")
+
+
 def new_lightning_drag(unet, image_embed_dim: int, ip_dir: str, fusion: str = "full",
-                       point_embed_dim: int = 16, vae_scale: int = 8) -> LightningDragModel:
+                       point_embed_dim: int = 16, vae_scale: int = 8,
+                       point_proj_init: str = "zero") -> LightningDragModel:
     """A model to start training from: the appearance encoder initialised from the backbone, a
-    new point embedding (for a VAE of `vae_scale`), zero point projections, and the IP-Adapter
-    loaded."""
+    new point embedding (for a VAE of `vae_scale`), new point projections, and the IP-Adapter
+    loaded.
+
+    point_proj_init "zero": the fresh model computes exactly what its backbone does, the choice
+    for a pretrained backbone. "random" (nn.Linear's own initialisation) is for a backbone
+    trained from scratch, which has nothing to preserve: a handle is matched to its target
+    through the product of two point terms made by the same projection (target on the queries,
+    handle on the appearance keys), and where both start at zero neither gets a gradient
+    through that product, so the match is learnt only slowly, by way of the other terms."""
+    if point_proj_init not in POINT_PROJ_INITS:
+        raise ValueError(f"point_proj_init must be one of {POINT_PROJ_INITS}, "
+                         f"got {point_proj_init!r}")
     encoder = AppearanceEncoderModel.from_backbone(unet)
     points = PointEmbedding(point_embed_dim, vae_scale,
                             2 ** (len(unet.config.block_out_channels) - 1))
     image_proj, ip_state = load_image_projection(ip_dir, unet, image_embed_dim)
     model = LightningDragModel(unet, encoder, points, image_proj, fusion=fusion)
+    if point_proj_init == "random":
+        for processor in model.point_processors():
+            processor.proj.reset_parameters()
     processors = model.attention_processors
     expected = {k: v for k, v in processors.state_dict().items()
                 if k.endswith(("to_k_ip.weight", "to_v_ip.weight"))}

@@ -93,9 +93,11 @@ class DragEditPipeline:
                         lcm_lora: str | None = None, vae_dir: str | None = None,
                         fusion: str | None = None, device: str = "cpu",
                         dtype: torch.dtype = torch.float32,
-                        point_embed_dim: int = 16) -> "DragEditPipeline":
+                        point_embed_dim: int = 16,
+                        point_proj_init: str = "zero") -> "DragEditPipeline":
         """Load the public layout. model_dir=None builds a new LightningDrag model on the base
-        and IP-Adapter (`checkpoint.new_lightning_drag`) to train from."""
+        and IP-Adapter (`checkpoint.new_lightning_drag`, which takes point_embed_dim and
+        point_proj_init) to train from."""
         for what, path in (("LightningDrag directory", model_dir), ("base model", base_dir),
                            ("IP-Adapter directory", ip_adapter_dir)):
             if path is not None and not os.path.isdir(path):
@@ -125,7 +127,8 @@ class DragEditPipeline:
         if model_dir is None:
             model = checkpoint.new_lightning_drag(unet, embed_dim, ip_adapter_dir,
                                                   fusion or "full", point_embed_dim,
-                                                  checkpoint.vae_scale_factor(vae))
+                                                  checkpoint.vae_scale_factor(vae),
+                                                  point_proj_init)
         else:
             model = checkpoint.load_lightning_drag(model_dir, unet, embed_dim, ip_adapter_dir,
                                                    fusion=fusion)

@@ -32,6 +32,8 @@ class ModelConfig:
     init: str = ""                  # LightningDrag directory to start from; "" = fresh
     fusion: str = "full"
     point_embed_dim: int = 16       # a fresh point embedding's width (the release uses 16)
+    point_proj_init: str = "zero"   # a fresh model's point projections: zero (as its backbone)
+                                    # | random (a backbone trained from scratch)
     prompt: str = ""                # the text every pair is trained with
     train_backbone: bool = False    # also train the backbone UNet (small worlds trained from
                                     # scratch); exported as lightning-drag-sd15/unet/
@@ -92,6 +94,8 @@ class Config(TypedConfig):
             (bool(self.data.shards), "data.shards: required"),
             (bool(self.model.checkpoints), "model.checkpoints: required"),
             (self.model.fusion in ("full", "midup", "up"), "model.fusion: full|midup|up"),
+            (self.model.point_proj_init in ("zero", "random"),
+             "model.point_proj_init: zero|random"),
             (self.train.precision in PRECISIONS, f"train.precision: {'|'.join(PRECISIONS)}"),
             (self.train.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0..3"),
             (self.optim.schedule in LR_SCHEDULES, f"optim.schedule: {'|'.join(LR_SCHEDULES)}"),

@@ -311,7 +311,7 @@ def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
     return DragEditPipeline.from_pretrained(
         cfg.model.init or None, paths["base"], paths["ip_adapter"], fusion=cfg.model.fusion,
         device=device, dtype=DTYPES[cfg.train.precision],
-        point_embed_dim=cfg.model.point_embed_dim)
+        point_embed_dim=cfg.model.point_embed_dim, point_proj_init=cfg.model.point_proj_init)
 
 
 def build_engine(cfg: Config, device: str):

@@ -14,6 +14,7 @@ from tests.ray_cluster import clean_env
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # jobs.build_pairs starts a local Ray
 def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
     toy = tmp_path / "toy"
     args = ["make", "--no-print-directory", "-C", str(REPO), "toy", f"TOY={toy}",
@@ -24,9 +25,10 @@ def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
     summary = json.loads((toy / "eval" / "summary.json").read_text())
     assert list(summary["methods"]) == ["model", "untrained", "identity"]
     settings = summary["settings"]
+    assert "point_proj_init: random" in (toy / "train" / "config.yaml").read_text()
     assert settings["tracker"] == "patch"
-    assert (settings["guidance"], settings["schedule"], settings["keep_unmasked"]) == \
-        (4.0, "inverse-square", True)
+    assert (settings["guidance"], settings["schedule"], settings["keep_unmasked"],
+            settings["seeds"]) == (4.0, "inverse-square", True, 2)
     assert settings["checkpoints"]["model_dir"] == \
         f"{toy}/train/checkpoints/step_00000002/lightning-drag-sd15"
     assert settings["compare"]["untrained"]["model_dir"] == \

@@ -13,10 +13,11 @@ from model.checkpoint import BACKBONE_DIR
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from model.tiny import save_tiny_checkpoints
+from schemas.typed_config import ConfigError
 from tests.trainer.test_loop import extensions_cache  # noqa: F401
 from tests.trainer.trainer_helpers import config, known_batches
 from trainer.loop import EXPORT_DIR, list_checkpoints, load_pipeline, train
-from trainer.model import noise_scheduler, prepare_inputs
+from trainer.model import TrainModule, noise_scheduler, prepare_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +71,34 @@ def test_overfitting_with_the_backbone_lowers_the_loss(tmp_path, pixel_ckpt):
                 batches=known_batches(2))
     first, last = np.mean(out["losses"][:5]), np.mean(out["losses"][-5:])
     assert last < 0.5 * first, (first, last)
+
+
+def test_point_projections_of_a_fresh_model_start_at_zero_or_random(pixel_ckpt):
+    """zero: the fresh model computes what its backbone does, whatever the points; random
+    (for a backbone trained from scratch): the points change the output from the start."""
+    paths = checkpoint_paths(str(pixel_ckpt))
+    batch = next(known_batches(2))
+    outputs = {}
+    for init in ("zero", "random"):
+        torch.manual_seed(0)
+        pipe = DragEditPipeline.from_pretrained(None, paths["base"], paths["ip_adapter"],
+                                                point_embed_dim=2, point_proj_init=init)
+        weights = [p.proj.weight for p in pipe.model.point_processors()]
+        assert all(bool((w == 0).all()) == (init == "zero") for w in weights)
+        inputs, _, _ = prepare_inputs(pipe, noise_scheduler(pipe), batch, "",
+                                      [torch.Generator().manual_seed(i) for i in range(2)])
+        module = TrainModule(pipe.model)
+        with torch.no_grad():
+            on = module(**inputs)
+            off = module(**{**inputs, "points_on": torch.zeros(2, dtype=torch.bool)})
+        outputs[init] = (on, off)
+    assert torch.equal(*outputs["zero"])
+    assert (outputs["random"][0] - outputs["random"][1]).abs().max() > 1e-3
+    assert torch.equal(outputs["zero"][1], outputs["random"][1])  # same model without points
+    with pytest.raises(ValueError, match=r"point_proj_init must be one of \('zero', 'random'\), "
+                                         r"got 'ones'"):
+        DragEditPipeline.from_pretrained(None, paths["base"], paths["ip_adapter"],
+                                         point_embed_dim=2, point_proj_init="ones")
+    with pytest.raises(ConfigError, match=r"^invalid config: model.point_proj_init: "
+                                          r"zero\|random$"):
+        config("run", pixel_ckpt, model={"point_proj_init": "ones"})

@@ -25,7 +25,7 @@ from typing import Callable
 from model.drawing import draw_drag
 from schemas.dragbench import find_samples, load_sample
 from trainer.evaluation.dift import DIFT_ENSEMBLE, DiftFeaturizer
-from trainer.evaluation.editors import Editor
+from trainer.evaluation.editors import Editor, mean_metrics
 from trainer.evaluation.lpips import LPIPS, image_distance
 from trainer.evaluation.matching import match_points, point_distances, upsample_features
 from trainer.evaluation.results import (BenchResult, Column, GalleryRow, describe, failed_row,
@@ -90,12 +90,16 @@ def _evaluate_sample(sample_id, folder, editors, dift, lpips, settings, result,
         try:
             edit = editor(sample.image, sample.mask, sample.handles, sample.targets,
                           sample.prompt)
-            edited_features = upsample_features(dift.features(
-                edit.image, prompt, seed=settings.seed, ensemble=settings.ensemble,
-                size=settings.size), (w, h))
-            matched = match_points(source_features, edited_features, sample.handles)
-            metrics = {"md": point_distances(matched, sample.targets).mean(),
-                       "image_fidelity": 1.0 - image_distance(lpips, sample.image, edit.image)}
+            per_image = []
+            for image in edit.images:
+                edited_features = upsample_features(dift.features(
+                    image, prompt, seed=settings.seed, ensemble=settings.ensemble,
+                    size=settings.size), (w, h))
+                matched = match_points(source_features, edited_features, sample.handles)
+                per_image.append({
+                    "md": point_distances(matched, sample.targets).mean(),
+                    "image_fidelity": 1.0 - image_distance(lpips, sample.image, image)})
+            metrics = mean_metrics(per_image)
         except Exception as e:  # noqa: BLE001 - one method failing leaves the others
             rows.append(failed_row(sample_id, method, failure(e), COLUMNS, num_points=n))
             continue
@@ -103,5 +107,5 @@ def _evaluate_sample(sample_id, folder, editors, dift, lpips, settings, result,
         if method == result.methods[0] and len(result.gallery) < gallery_rows:
             result.gallery.append(GalleryRow(
                 [draw_drag(sample.image, sample.handles, sample.targets, sample.mask),
-                 edit.image], [sample_id, method]))
+                 edit.images[0]], [sample_id, method]))
     return rows

@@ -25,7 +25,7 @@ import numpy as np
 from model.drawing import draw_drag
 from schemas.sample import decode_sample
 from trainer.data import read_shard_raw
-from trainer.evaluation.editors import Editor
+from trainer.evaluation.editors import Editor, mean_metrics
 from trainer.evaluation.lpips import LPIPS, region_distances
 from trainer.evaluation.matching import point_distances
 from trainer.evaluation.results import (BenchResult, Column, GalleryRow, describe, failed_row,
@@ -88,27 +88,31 @@ def _evaluate_pair(key, raw, editors, tracker, lpips, result, gallery_rows) -> l
         sample = decode_sample(raw)
     except Exception as e:  # noqa: BLE001 - SampleError, or undecodable bytes in any member
         return [failed_row(key, m, failure(e), COLUMNS) for m in editors]
-    inside = sample.mask > 0
     n = len(sample.handle)
     rows, edits = [], {}
     for method, editor in editors.items():
         try:
             edit = editor(sample.source, sample.mask, sample.handle, sample.target_points, "")
-            tracked, visible = track_handles(tracker, sample.source, edit.image, sample.handle)
-            lpips_in, lpips_out = region_distances(lpips, edit.image, sample.target, sample.mask)
-            metrics = {"md": point_distances(tracked, sample.target_points).mean(),
-                       "psnr_in": region_psnr(edit.image, sample.target, inside),
-                       "psnr_out": region_psnr(edit.image, sample.target, ~inside),
-                       "lpips_in": lpips_in, "lpips_out": lpips_out,
-                       "tracked": visible.mean()}
+            metrics = mean_metrics([_pair_metrics(sample, image, tracker, lpips)
+                                    for image in edit.images])
         except Exception as e:  # noqa: BLE001 - one method failing leaves the others
             rows.append(failed_row(key, method, failure(e), COLUMNS, num_points=n))
             continue
         rows.append(ok_row(key, method, n, edit.seconds, metrics))
-        edits[method] = edit.image
+        edits[method] = edit.images[0]
     # A gallery row: the drag, every method that edited this pair (side by side), the truth.
     if result.methods[0] in edits and len(result.gallery) < gallery_rows:
         result.gallery.append(GalleryRow(
             [draw_drag(sample.source, sample.handle, sample.target_points, sample.mask),
              *edits.values(), sample.target], [key, *edits, "real target"]))
     return rows
+
+
+def _pair_metrics(sample, image, tracker, lpips) -> dict:
+    inside = sample.mask > 0
+    tracked, visible = track_handles(tracker, sample.source, image, sample.handle)
+    lpips_in, lpips_out = region_distances(lpips, image, sample.target, sample.mask)
+    return {"md": point_distances(tracked, sample.target_points).mean(),
+            "psnr_in": region_psnr(image, sample.target, inside),
+            "psnr_out": region_psnr(image, sample.target, ~inside),
+            "lpips_in": lpips_in, "lpips_out": lpips_out, "tracked": visible.mean()}

@@ -1,8 +1,9 @@
 """The methods a benchmark compares: each edits (image, mask, handles, targets, prompt) into one
-image of the input's size and says how long that took.
+or more images of the input's size (one per sampling seed) and says how long that took.
 
 `PipelineEditor` runs the drag-edit model (model.pipeline.DragEditPipeline); `identity_edit`
-returns the input unchanged, the baseline that shows what "doing nothing" scores.
+returns the input unchanged, the baseline that shows what "doing nothing" scores. A benchmark
+averages a sample's metrics over the images of its edit.
 """
 from __future__ import annotations
 
@@ -16,29 +17,36 @@ from model.pipeline import DragEditPipeline
 
 @dataclass
 class Edit:
-    image: np.ndarray   # HxWx3 uint8, the input's size
-    seconds: float      # time of the edit itself (model loading excluded)
+    images: list[np.ndarray]   # HxWx3 uint8 at the input's size: one per seed, at least one
+    seconds: float             # time per image of the edit itself (model loading excluded)
 
 
 Editor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str], Edit]
 
 
 class PipelineEditor:
-    """One candidate per edit; `settings` are DragEditPipeline.__call__ keywords (steps,
-    guidance, schedule, scheduler, seed, resolution, ...). The pipeline resizes the image, the
-    mask and the points to the model resolution and the result back to the input size."""
+    """`seeds` images per edit, seeded seed, seed + 1, ... and made as one batch (the pipeline's
+    candidates), so `seconds` is the batch's time over `seeds`; `settings` are the other
+    DragEditPipeline.__call__ keywords (steps, guidance, schedule, scheduler, seed, resolution,
+    ...). The pipeline resizes the image, the mask and the points to the model resolution and
+    the result back to the input size."""
 
-    def __init__(self, pipe: DragEditPipeline, **settings):
-        self.pipe, self.settings = pipe, settings
+    def __init__(self, pipe: DragEditPipeline, seeds: int = 1, **settings):
+        self.pipe, self.seeds, self.settings = pipe, seeds, settings
 
     def __call__(self, image, mask, handles, targets, prompt) -> Edit:
-        result = self.pipe(image, mask, handles, targets, prompt=prompt, candidates=1,
+        result = self.pipe(image, mask, handles, targets, prompt=prompt, candidates=self.seeds,
                            **self.settings)
-        return Edit(image=result.images[0], seconds=result.seconds)
+        return Edit(images=result.images, seconds=result.seconds / len(result.images))
 
 
 def identity_edit(image, mask, handles, targets, prompt) -> Edit:
-    return Edit(image=np.array(image, dtype=np.uint8, copy=True), seconds=0.0)
+    return Edit(images=[np.array(image, dtype=np.uint8, copy=True)], seconds=0.0)
+
+
+def mean_metrics(per_image: list[dict]) -> dict:
+    """A sample's metrics: each one's mean over the images of its edit."""
+    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
 
 
 BASELINES: dict[str, Editor] = {"identity": identity_edit}

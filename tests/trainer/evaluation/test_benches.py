@@ -147,6 +147,31 @@ def test_pairs_tracked_distance_psnr_and_bad_samples(lpips, tmp_path):
     assert lost["status"].startswith("failed:ShardError: shard_missing: FileNotFoundError")
 
 
+def test_pairs_metrics_are_averaged_over_the_images_of_an_edit(lpips, tmp_path):
+    """An edit of several images (one per seed) scores the mean of their metrics: here the
+    source (as the identity) and the real target frame (a perfect edit)."""
+    members = pair_members(make_key("0" * 16, 0), [[20, 20], [30, 25]], [[26, 24], [40, 25]])
+    shard = str(tmp_path / "pairs-000000.tar")
+    write_tar(shard, [members])
+    sample = decode_sample(members)
+
+    def source_then_target(image, mask, handles, targets, prompt) -> Edit:
+        return Edit(images=[image.copy(), sample.target.copy()], seconds=0.5)
+
+    editors = {"two": source_then_target, "identity": identity_edit}
+    result = evaluate_pairs([shard], editors, ShiftTracker(6, 4), lpips,
+                            progress=lambda line: None)
+    two, identity = result.rows
+    inside = sample.mask > 0
+    assert two["md"] == identity["md"]             # the tracker moves points the same in both
+    assert two["psnr_in"] == pytest.approx(
+        (region_psnr(sample.source, sample.target, inside) + PSNR_CAP_DB) / 2)
+    assert two["lpips_in"] == pytest.approx(identity["lpips_in"] / 2)
+    assert two["lpips_out"] == pytest.approx(identity["lpips_out"] / 2)
+    assert two["seconds"] == 0.5
+    assert np.array_equal(result.gallery[0].images[1], sample.source)  # the first image
+
+
 def test_dragbench_sample_is_read_at_its_own_size(dift, lpips):
     """The edit gets the sample at its own size and MD is in its pixels (512x512)."""
     seen = []
