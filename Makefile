@@ -75,13 +75,11 @@ train-demo: demo
 	test -d $(DEMO)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(DEMO)/checkpoints
 	TORCH_EXTENSIONS_DIR=$(CACHE)/torch_extensions $(PY) -m jobs.train --config configs/train-tiny.yaml
 
-# Two pytest workers (pytest-xdist); tests/conftest.py keeps the Ray tests on one of them.
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 test: setup vendor-cotracker
-	$(PYTEST) -rs
+	$(PY) -m pytest -q -rs
 
 test-fast: setup vendor-cotracker
-	$(PYTEST) -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup vendor-cotracker
 	$(PY) bench/pipeline.py

@@ -9,16 +9,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(config, items):
-    """Work units for pytest-xdist's `--dist loadgroup` (`make test` runs two workers): the
-    tests that start Ray (marker `ray`) run one after another on one worker, since two Ray
-    clusters on one machine contend for fixed ports (the dashboard agent's); every other
-    module stays whole on one worker, so its module-scoped fixtures are built once."""
-    for item in items:
-        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 # --- CoTracker: vendored official code and a random-weights checkpoint --------------------------
 
 # `make vendor-cotracker` unpacks the official CoTracker code here (it is not on PyPI).
