@@ -102,6 +102,7 @@ def test_keep_unmasked_keeps_the_input_outside_the_mask_and_the_edit_inside(pipe
         assert np.array_equal(pasted[inside], plain[inside])
         assert not np.array_equal(plain[~inside], image[~inside])  # the model alone changes it
 
+
 def test_bf16_edit_runs(tiny_paths):
     p = DragEditPipeline.from_pretrained(tiny_paths["model_dir"], tiny_paths["base"],
                                          tiny_paths["ip_adapter"], dtype=torch.bfloat16)

@@ -25,11 +25,11 @@ from typing import Callable
 from model.drawing import draw_drag
 from schemas.dragbench import find_samples, load_sample
 from trainer.evaluation.dift import DIFT_ENSEMBLE, DiftFeaturizer
-from trainer.evaluation.editors import Editor, mean_metrics
+from trainer.evaluation.editors import Editor
 from trainer.evaluation.lpips import LPIPS, image_distance
 from trainer.evaluation.matching import match_points, point_distances, upsample_features
 from trainer.evaluation.results import (BenchResult, Column, GalleryRow, describe, failed_row,
-                                        failure, ok_row)
+                                        failure, mean_metrics, ok_row)
 
 COLUMNS = (Column("md", "MD ↓", 2, per_point=True), Column("image_fidelity", "IF ↑", 3))
 DIFT_PROMPTS = ("empty", "sample")

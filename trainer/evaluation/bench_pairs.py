@@ -25,11 +25,11 @@ import numpy as np
 from model.drawing import draw_drag
 from schemas.sample import decode_sample
 from trainer.data import read_shard_raw
-from trainer.evaluation.editors import Editor, mean_metrics
+from trainer.evaluation.editors import Editor
 from trainer.evaluation.lpips import LPIPS, region_distances
 from trainer.evaluation.matching import point_distances
 from trainer.evaluation.results import (BenchResult, Column, GalleryRow, describe, failed_row,
-                                        failure, ok_row)
+                                        failure, mean_metrics, ok_row)
 
 COLUMNS = (Column("md", "MD ↓", 2, per_point=True), Column("psnr_in", "PSNR in ↑", 2),
            Column("psnr_out", "PSNR out ↑", 2), Column("lpips_in", "LPIPS in ↓", 3),

@@ -3,7 +3,7 @@ or more images of the input's size (one per sampling seed) and says how long tha
 
 `PipelineEditor` runs the drag-edit model (model.pipeline.DragEditPipeline); `identity_edit`
 returns the input unchanged, the baseline that shows what "doing nothing" scores. A benchmark
-averages a sample's metrics over the images of its edit.
+averages a sample's metrics over the images of its edit (`results.mean_metrics`).
 """
 from __future__ import annotations
 
@@ -42,11 +42,6 @@ class PipelineEditor:
 
 def identity_edit(image, mask, handles, targets, prompt) -> Edit:
     return Edit(images=[np.array(image, dtype=np.uint8, copy=True)], seconds=0.0)
-
-
-def mean_metrics(per_image: list[dict]) -> dict:
-    """A sample's metrics: each one's mean over the images of its edit."""
-    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
 
 
 BASELINES: dict[str, Editor] = {"identity": identity_edit}

@@ -53,6 +53,11 @@ def failed_row(sample: str, method: str, status: str, columns, num_points=None) 
             "seconds": None, **{c.name: None for c in columns}}
 
 
+def mean_metrics(per_image: list[dict]) -> dict:
+    """A sample's metrics: each one's mean over the images of its edit (one per seed)."""
+    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
+
+
 def describe(row: dict, columns) -> str:
     """A short progress text for one row."""
     if row["status"] != STATUS_OK:
