@@ -3,14 +3,21 @@
   python -m jobs.build_pairs --input VIDEOS [VIDEOS ...] --output DIR [--config YAML]
                              [--set section.key=value ...] [--ray-address ADDR]
 
+DIR is a local path every Ray node shares or an fsspec URL (s3://bucket/pairs, gs://...); the
+job refuses, before any work, an output some node cannot read back (memory://, a node-local
+path on a multi-node cluster). Credentials come from the usual places (AWS_* variables,
+~/.aws, GOOGLE_APPLICATION_CREDENTIALS) or the config's `storage` section.
+
 VIDEOS are directories (searched recursively), globs, files or .tar shards of videos, local or
 fsspec URLs. Without --ray-address (and without RAY_ADDRESS set) a local Ray is started.
 The output DIR holds versions DIR/v1, DIR/v2, ...: a run builds into the version made with
 exactly its config, resuming it (finished shards are kept, new inputs are added as new
 shards), or else creates the next version; other versions are never touched. Exit status: 0
 when every unit was written (inputs that fail or are filtered get manifest rows, they do not
-fail the job), 1 when a unit failed after retries, 2 on bad usage (a flat output directory of
-earlier builds included).
+fail the job), 1 when a unit failed after retries (or the report could not be written), 2 on
+bad usage (a flat output directory of earlier builds, or an output not every node reaches,
+included). The config's `execution` and `storage` sections may change between resubmits: a
+dataset version is selected by the rest (its content).
 """
 from __future__ import annotations
 
@@ -49,7 +56,12 @@ def main(argv=None) -> int:
     run_stats = stats.as_dict()
     print("run: " + json.dumps(run_stats), file=sys.stderr)
     if not args.no_report:
-        report = write_report(stats.version_dir, run_stats)
+        try:
+            report = write_report(stats.version_dir, run_stats)
+        except Exception as e:  # noqa: BLE001 - the shards are written; say what failed
+            print(f"error: the dataset is written, but its report could not be: "
+                  f"{type(e).__name__}: {e}; rerun the same command to write it", file=sys.stderr)
+            return 1
         print(format_counts(report))
     if stats.units_failed:
         print(f"error: {len(stats.units_failed)} unit(s) failed: {stats.units_failed}; "

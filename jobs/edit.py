@@ -23,7 +23,9 @@ model's own resolution, cuda when available.
 
 OUT (a directory, created) receives edited.png (candidate 0), edited_<k>.png for further
 candidates, side_by_side.png (the source with the drags drawn, then each candidate) and
-edit.json (inputs, settings, timing and UNet counters). Exit status: 0 edited, 1 failure,
+edit.json (inputs, settings, timing and UNet counters). IN, MASK and OUT may be fsspec URLs
+(s3://bucket/photo.png, a DragBench sample folder on s3://...); OUT's files are uploaded when
+the edit is done, edit.json last. Exit status: 0 edited, 1 failure,
 2 bad usage or bad inputs (the message says which input and why).
 """
 from __future__ import annotations
@@ -34,12 +36,14 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 
 from jobs import quiet_deepspeed
+from schemas import storage
 
 # Spelled out so that bad usage fails without importing torch; tests/jobs/test_edit.py checks
 # them against model.lightning_drag.FUSION_MODES and model.pipeline.SCHEDULES / SCHEDULERS.
@@ -125,9 +129,28 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if not storage.is_url(args.out) and os.path.exists(args.out) \
+            and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
-    edit_input = read_inputs(args)
+    with tempfile.TemporaryDirectory(prefix="edit-") as scratch:
+        return _edit(args, scratch)
+
+
+def fetch_input(flag: str, url: str | None, scratch: str) -> str | None:
+    """A local path for an input flag's value (a URL is copied into `scratch`)."""
+    if url is None:
+        return None
+    try:
+        return storage.fetch(url, scratch)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {url}: not found") from None
+
+
+def _edit(args, scratch: str) -> int:
+    local = argparse.Namespace(**vars(args))
+    local.image = fetch_input("--image", args.image, scratch)
+    local.mask = fetch_input("--mask", args.mask, scratch)
+    edit_input = read_inputs(local)
     paths = checkpoint_paths(args)
 
     device = resolve_device(args)
@@ -151,23 +174,25 @@ def run(args) -> int:
                 "keep_unmasked": args.keep_unmasked, "resolution": list(result.resolution),
                 "device": device, "dtype": args.dtype}
 
-    os.makedirs(args.out, exist_ok=True)
+    # Written locally first (OUT itself when local), uploaded when complete (a URL).
+    out = args.out if not storage.is_url(args.out) else os.path.join(scratch, "out")
+    os.makedirs(out, exist_ok=True)
     names = ["edited.png"] + [f"edited_{k}.png" for k in range(1, len(result.images))]
-    for name in os.listdir(args.out):  # candidates a previous run into OUT left behind
+    for name in storage.list_files(args.out):  # candidates a previous run into OUT left behind
         m = re.fullmatch(r"edited_(\d+)\.png", name)
         if m and int(m.group(1)) >= len(result.images):
-            os.remove(os.path.join(args.out, name))
+            storage.remove_tree(storage.join(args.out, name))
     for name, im in zip(names, result.images):
-        Image.fromarray(im).save(os.path.join(args.out, name))
+        Image.fromarray(im).save(os.path.join(out, name))
     source = draw_drag(edit_input["image"], edit_input["handles"], edit_input["targets"],
                        edit_input["mask"])
     labels = ["source"] + [f"candidate {k}" for k in range(len(result.images))]
     Image.fromarray(side_by_side([source, *result.images], labels)).save(
-        os.path.join(args.out, "side_by_side.png"))
+        os.path.join(out, "side_by_side.png"))
     h, w = edit_input["image"].shape[:2]
+    given = lambda p: p if p is None or storage.is_url(p) else os.path.abspath(p)
     record = {
-        "inputs": {"image": os.path.abspath(args.image),
-                   "mask": os.path.abspath(args.mask) if args.mask else None,
+        "inputs": {"image": given(args.image), "mask": given(args.mask),
                    "dragbench_sample": edit_input["dragbench"], "size": [w, h],
                    "prompt": edit_input["prompt"],
                    "handles": np.asarray(edit_input["handles"]).tolist(),
@@ -180,9 +205,11 @@ def run(args) -> int:
                    "appearance_calls": result.appearance_calls},
         "outputs": {"edited": names, "side_by_side": "side_by_side.png"},
     }
-    with open(os.path.join(args.out, "edit.json"), "w") as f:
+    with open(os.path.join(out, "edit.json"), "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
+    if out != args.out:
+        storage.upload_tree(out, args.out, last=("edit.json",))
     print(f"edited {len(result.images)} candidate(s) in {result.seconds:.2f} s, "
           f"{result.unet_calls} UNet calls -> {args.out}")
     return 0

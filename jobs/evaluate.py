@@ -23,7 +23,9 @@ Nothing is downloaded; `python -m jobs.make_tiny_extractors --out DIR` writes ti
 stand-ins. See docs/evaluation.md.
 
 OUT receives results.parquet and results.csv (one row per sample and method), summary.md (also
-printed), summary.json and gallery.png; progress lines go to stderr. A sample that cannot be
+printed), summary.json and gallery.png; progress lines go to stderr. --data and OUT may be fsspec
+URLs (s3://bucket/pairs-heldout, s3://bucket/eval/exp1); a DragBench root on a URL is copied
+to a temporary directory first. A sample that cannot be
 read or edited is a failed row (`failed:<ErrorClass>: <message>`) and the run goes on.
 Exit status: 0 the run completed, 1 every sample failed for the model, 2 bad usage.
 """
@@ -33,9 +35,11 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 from jobs.edit import (UsageError, positive_int, add_checkpoint_arguments, add_sampling_arguments,
-                       checkpoint_paths, load_pipeline, resolve_device)
+                       checkpoint_paths, fetch_input, load_pipeline, resolve_device)
+from schemas import storage
 
 BENCHES = ("dragbench", "pairs")
 TRACKERS = ("builtin", "cotracker", "patch")   # pipeline.tracking's, then PatchMatcher
@@ -114,7 +118,8 @@ def compare_argument(text: str) -> tuple[str, str]:
 
 def check_usage(args) -> None:
     """Every flag that can be checked before a model loads."""
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if not storage.is_url(args.out) and os.path.exists(args.out) \
+            and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
     need = ["--alexnet", "--lpips"] + (["--dift-model"] if args.bench == "dragbench" else [])
     missing = [flag for flag in need if getattr(args, flag[2:].replace("-", "_")) is None]
@@ -148,6 +153,14 @@ def check_usage(args) -> None:
 
 
 def run(args) -> int:
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
+        if args.bench == "dragbench" and storage.is_url(args.data):
+            args = argparse.Namespace(**{**vars(args), "data_url": args.data,
+                                         "data": fetch_input("--data", args.data, scratch)})
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     check_usage(args)
     paths = checkpoint_paths(args)
     device = resolve_device(args)
@@ -185,7 +198,7 @@ def run(args) -> int:
         result = _run_dragbench(args, data, editors, lpips, device, progress)
     else:
         result = _run_pairs(args, data, editors, lpips, device, progress)
-    settings = {"data": args.data, "checkpoints": paths, "compare": compared,
+    settings = {"data": getattr(args, "data_url", args.data), "checkpoints": paths, "compare": compared,
                 "device": device, "dtype": args.dtype, **sampling,
                 "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":

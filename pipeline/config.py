@@ -1,14 +1,27 @@
 """The pipeline's typed configuration, loaded from YAML.
 
-Unknown keys are errors (a typo must not silently fall back to a default). Every dataset
-version stores its resolved config as `<dataset>/v<N>/config.yaml`; a run builds only into the
-version with exactly its config (else a new version), so no version mixes two configurations.
+Unknown keys are errors (a typo must not silently fall back to a default). A config has two
+parts:
+- its content, every section but `execution` and `storage`: what can change the bytes of a
+  dataset. A dataset version stores its content as `<dataset>/v<N>/config.yaml`, and a run
+  builds only into the version with exactly its content (else a new version), so no version
+  mixes two configurations;
+- how a run executes (`execution`: Ray task CPUs, retries, units in flight, tracker actors and
+  their CPUs/GPUs, the decode timeout) and reaches storage (`storage`): a resubmit may change
+  them freely and still resumes its version, with byte-identical output.
+
+Configs written before the split (`ray:`, `track.num_actors`/`num_cpus`/`num_gpus`,
+`decode.timeout_s`) are read with those keys moved into `execution`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
+import yaml
+
+from schemas.dataset import read_config
+from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import ConfigError, TypedConfig, build, load_yaml, require
 
 __all__ = ["ConfigError", "PipelineConfig", "from_dict", "load_config"]
@@ -20,7 +33,6 @@ class DecodeConfig:
     score_fps: float = 4.0           # sampling rate of the low-resolution scoring frames
     score_size: int = 128            # short side of scoring frames, pixels
     max_score_frames: int = 96       # at most this many scoring frames (half as many probes)
-    timeout_s: float = 300.0         # per video, in the isolated decoder process
     max_bytes: int = 2 << 30         # remote inputs are copied locally up to this size
 
 
@@ -51,9 +63,6 @@ class TrackConfig:
     device: str = "cpu"              # cpu | cuda
     grid_size: int = 24              # grid_size x grid_size query points at t0
     num_frames: int = 8              # frames from t0 to t1 (inclusive) fed to the tracker
-    num_actors: int = 1              # tracker actors in the pool
-    num_gpus: float = 0.0            # per actor; 0 on CPU-only clusters
-    num_cpus: float = 0.5            # per actor; fractional so actors never starve tasks
 
 
 @dataclass
@@ -72,10 +81,30 @@ class OutputConfig:
 
 
 @dataclass
-class RayConfig:
+class ExecutionConfig:
+    """How a build runs; not part of a version's identity (module doc)."""
     max_units_in_flight: int = 4     # bounds memory: units decoded but not yet written
-    task_cpus: float = 1.0
-    max_retries: int = 3             # per task, on worker death
+    task_cpus: float = 1.0           # per prepare/finish task
+    max_retries: int = 3             # per task, on worker death; then the unit is resubmitted
+    unit_attempts: int = 3           # a unit lost with its node is resubmitted up to this often
+    tracker_actors: int = 1          # tracker actors in the pool
+    tracker_cpus: float = 0.5        # per actor; fractional so actors never starve tasks
+    tracker_gpus: float = 0.0        # per actor; 0 on CPU-only clusters
+    decode_timeout_s: float = 300.0  # per video, in the isolated decoder process
+
+
+# Where keys of the execution section lived before the split: old configs (files users keep,
+# and every version's config.yaml written before) are read through this map.
+LEGACY_EXECUTION_KEYS = {
+    ("ray", "max_units_in_flight"): "max_units_in_flight",
+    ("ray", "task_cpus"): "task_cpus",
+    ("ray", "max_retries"): "max_retries",
+    ("track", "num_actors"): "tracker_actors",
+    ("track", "num_cpus"): "tracker_cpus",
+    ("track", "num_gpus"): "tracker_gpus",
+    ("decode", "timeout_s"): "decode_timeout_s",
+}
+RUN_SECTIONS = ("execution", "storage")   # everything else is content
 
 
 @dataclass
@@ -87,7 +116,8 @@ class PipelineConfig(TypedConfig):
     track: TrackConfig = field(default_factory=TrackConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     def validate(self) -> "PipelineConfig":
         checks = [
@@ -107,14 +137,55 @@ class PipelineConfig(TypedConfig):
              <= self.sample.crop_scale[1] <= 1, "sample.crop_scale: [min, max] in (0, 1]"),
             (self.decode.score_fps > 0 and self.decode.score_size >= 16, "decode.score_*"),
             (self.filter.segment_s > 0, "filter.segment_s > 0"),
-            (self.ray.max_units_in_flight >= 1, "ray.max_units_in_flight >= 1"),
+            (self.execution.max_units_in_flight >= 1, "execution.max_units_in_flight >= 1"),
+            (self.execution.tracker_actors >= 1, "execution.tracker_actors >= 1"),
+            (self.execution.unit_attempts >= 1, "execution.unit_attempts >= 1"),
+            (self.execution.max_retries >= 0, "execution.max_retries >= 0"),
+            (self.execution.decode_timeout_s > 0, "execution.decode_timeout_s > 0"),
+            (min(self.execution.task_cpus, self.execution.tracker_cpus,
+                 self.execution.tracker_gpus) >= 0, "execution: resources >= 0"),
+            (settings_problem(self.storage) is None, settings_problem(self.storage)),
         ]
         require(checks)
         return self
 
+    def content(self) -> dict:
+        """What the dataset's bytes depend on: the identity of a dataset version."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_SECTIONS}
+
+    def content_yaml(self) -> str:
+        return yaml.safe_dump(self.content(), sort_keys=True)
+
+
+def _moved_legacy_keys(data: dict) -> dict:
+    """`data` with the keys of LEGACY_EXECUTION_KEYS moved into `execution` (a copy)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, key), new in LEGACY_EXECUTION_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            execution = data.setdefault("execution", {})
+            if not isinstance(execution, dict) or new in execution:
+                raise ConfigError(f"{section}.{key} and execution.{new} both set: keep "
+                                  f"execution.{new}")
+            execution[new] = data[section].pop(key)
+    if data.get("ray") == {}:
+        del data["ray"]
+    return data
+
 
 def from_dict(data: dict) -> PipelineConfig:
-    return build(PipelineConfig, data or {}).validate()
+    return build(PipelineConfig, _moved_legacy_keys(data or {})).validate()
+
+
+def version_content(version: str) -> dict:
+    """The content of the config a dataset version was built with, with today's defaults
+    filled in (a key added to the code since does not make an old config differ) and the
+    execution settings of configs written before the split left out; as stored if today's
+    code cannot read it."""
+    stored = read_config(version)
+    try:
+        return from_dict(stored).content()
+    except ConfigError:
+        return stored
 
 
 def load_config(path: Optional[str] = None,

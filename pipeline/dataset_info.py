@@ -9,29 +9,21 @@ URLs.
 """
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
 
-import fsspec
 import pyarrow.parquet as pq
 
+from pipeline.config import version_content
 from pipeline.plan import read_plan
 from pipeline.report import STATUS_KINDS, status_reason
-from schemas import dataset
+from schemas import dataset, storage
 from schemas.manifest import status_kind
 
 
-def _version_listing(version: str) -> tuple[fsspec.AbstractFileSystem, str, dict]:
-    """(fs, path, {file name: size}) of the files directly in a version; hidden files (the
-    temporary files of unfinished writes) are left out."""
-    fs, base = fsspec.core.url_to_fs(version)
-    top = {posixpath.basename(e["name"]): e["size"] for e in fs.ls(base, detail=True)
-           if e["type"] == "file" and not posixpath.basename(e["name"]).startswith(".")}
-    return fs, base, top
-
-
 def describe_version(version: str) -> dict:
-    fs, base, top = _version_listing(version)
+    # Hidden files (the temporary files of unfinished writes) are not listed.
+    top = storage.list_files(version)
+    fs, base = storage.url_to_fs(version)
     shards = sorted(n for n in top if n.endswith(".tar"))
     pairs = 0
     for name in sorted(n for n in top if n.endswith(".pairs.parquet")):
@@ -67,8 +59,7 @@ def describe_dataset(dataset_dir: str) -> dict:
     """Every version of `dataset_dir`, oldest first, with its config changes from the version
     before. FileNotFoundError if the directory is missing, DatasetError if it is no dataset
     directory (the flat layout, a version directory, a directory without versions)."""
-    fs, base = fsspec.core.url_to_fs(dataset_dir)
-    if not fs.isdir(base):
+    if not storage.isdir(dataset_dir):
         raise FileNotFoundError(f"{dataset_dir} does not exist")
     dataset.check_dataset_dir(dataset_dir)
     versions = dataset.list_versions(dataset_dir)
@@ -77,7 +68,7 @@ def describe_dataset(dataset_dir: str) -> dict:
                                    f"versions (v1/{dataset.CONFIG_FILE}, ...)")
     described, previous = [], None
     for version in versions:
-        config = dataset.read_config(version)
+        config = version_content(version)
         entry = describe_version(version)
         entry["config_changes"] = (None if previous is None
                                    else dataset.config_diff(previous, config))

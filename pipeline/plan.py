@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from pipeline.writer import publish
+from schemas import storage
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".flv", ".wmv", ".3gp")
@@ -83,12 +83,13 @@ def resolve_inputs(specs: list[str]) -> list[str]:
 
 
 def read_plan(output_dir: str) -> list[Unit]:
-    fs, root = fsspec.core.url_to_fs(output_dir)
-    path = f"{root}/{PLAN_FILE}"
-    if not fs.exists(path):
+    path = storage.join(output_dir, PLAN_FILE)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
         return []
-    with fs.open(path, "r") as f:
-        return [Unit(d["name"], d["kind"], tuple(d["inputs"])) for d in map(json.loads, f)]
+    return [Unit(d["name"], d["kind"], tuple(d["inputs"]))
+            for d in map(json.loads, text.splitlines())]
 
 
 def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> list[Unit]:
@@ -104,8 +105,6 @@ def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> lis
     added = [Unit(f"pairs-{len(units) + k:06d}", kind, group)
              for k, (kind, group) in enumerate(groups)]
     if added:
-        fs, root = fsspec.core.url_to_fs(output_dir)
-        fs.makedirs(f"{root}/_plan", exist_ok=True)
         lines = "".join(json.dumps(asdict(u)) + "\n" for u in units + added)
-        publish(fs, f"{root}/{PLAN_FILE}", lines.encode())
+        storage.publish_text(storage.join(output_dir, PLAN_FILE), lines)
     return units + added

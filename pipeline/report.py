@@ -17,10 +17,11 @@ The report covers the WHOLE dataset in `output_dir` (every `*.pairs.parquet` and
 
 Only as many shards as the contact sheet needs are read. Rendering uses matplotlib's Agg canvas
 directly (no pyplot, so the process-wide backend is left alone) and OpenCV for the sheet.
+`output_dir` is a local path or an fsspec URL; every file is published atomically.
 """
 from __future__ import annotations
 
-import glob
+import io
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from schemas import storage
 from schemas.manifest import status_kind
 from schemas.sample import SampleError
 from schemas.validate import read_shard
@@ -115,17 +117,11 @@ def _jsonable(obj):
     return str(obj)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _read_columns(path: str, wanted: tuple) -> dict:
-    names = set(pq.read_schema(path).names)
+    manifest = pq.ParquetFile(io.BytesIO(storage.read_bytes(path)))
+    names = set(manifest.schema_arrow.names)
     cols = [c for c in wanted if c in names]
-    table = pq.read_table(path, columns=cols)
+    table = manifest.read(columns=cols)
     out = table.to_pydict()
     for c in wanted:
         out.setdefault(c, [None] * table.num_rows)
@@ -134,13 +130,12 @@ def _read_columns(path: str, wanted: tuple) -> dict:
 
 def _load_thresholds(output_dir: str, warnings: list) -> dict:
     """Filter thresholds from <out>/config.yaml; {} when it is missing or unreadable."""
-    path = os.path.join(output_dir, "config.yaml")
-    if not os.path.exists(path):
+    path = storage.join(output_dir, "config.yaml")
+    if not storage.exists(path):
         return {}
     try:
         import yaml  # pyyaml: the config format of the pipeline
-        with open(path) as f:
-            cfg = yaml.safe_load(f) or {}
+        cfg = yaml.safe_load(storage.read_text(path)) or {}
     except Exception as e:  # noqa: BLE001 - the report must not die on a bad config
         warnings.append(f"config.yaml unreadable ({type(e).__name__}: {e}); no thresholds drawn")
         return {}
@@ -163,7 +158,8 @@ def _load_thresholds(output_dir: str, warnings: list) -> dict:
 
 def _histogram(path: str, title: str, xlabel: str, series: list, lines: list,
                integer: bool = False) -> None:
-    """series: [(label, values, color)]; lines: [(label, x)] drawn as vertical lines."""
+    """series: [(label, values, color)]; lines: [(label, x)] drawn as vertical lines; the PNG
+    is published to `path`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -204,7 +200,9 @@ def _histogram(path: str, title: str, xlabel: str, series: list, lines: list,
     if len(series) > 1 or lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    storage.publish(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- contact sheet
@@ -257,20 +255,22 @@ def _render_pair(sample, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return src, tgt
 
 
-def _collect_samples(output_dir: str, limit: int, warnings: list) -> tuple[list, list]:
-    """The first `limit` samples in sorted shard order; only the shards needed are read."""
+def _collect_samples(output_dir: str, shards: list[str], limit: int,
+                     warnings: list) -> tuple[list, list]:
+    """The first `limit` samples of `shards` (names in `output_dir`, in order); only the
+    shards needed are read."""
     samples, shards_read = [], []
     if limit <= 0:
         return samples, shards_read
-    for shard in sorted(glob.glob(os.path.join(output_dir, "*.tar"))):
+    for shard in shards:
         try:
-            got = read_shard(shard)
+            got = read_shard(storage.join(output_dir, shard))
         except (SampleError, OSError, tarfile.TarError) as e:
             warnings.append(f"contact sheet: skipped unreadable shard "
-                            f"{os.path.basename(shard)} ({type(e).__name__}: {e})")
+                            f"{shard} ({type(e).__name__}: {e})")
             continue
-        shards_read.append(os.path.basename(shard))
-        samples.extend((os.path.basename(shard), s) for s in got[: limit - len(samples)])
+        shards_read.append(shard)
+        samples.extend((shard, s) for s in got[: limit - len(samples)])
         if len(samples) >= limit:
             break
     return samples, shards_read
@@ -315,10 +315,10 @@ def _make_contact_sheet(path: str, samples: list) -> dict:
     draw = ImageDraw.Draw(image)
     for cell, caption in zip(cells, captions):
         draw.text(tuple(cell["caption_xy"]), caption, fill=(255, 255, 255), font=font)
-    buf_path = path + ".tmp.png"
-    image.save(buf_path, format="PNG", compress_level=6)
-    os.replace(buf_path, path)
-    return {"file": os.path.basename(path), "pairs": n, "cols": cols, "rows": rows,
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=6)
+    storage.publish(path, buf.getvalue())
+    return {"file": storage.basename(path), "pairs": n, "cols": cols, "rows": rows,
             "cell_width": cell_w, "cell_height": cell_h, "width": width, "height": height,
             "cells": cells}
 
@@ -426,35 +426,37 @@ def write_report(output_dir: str, run_stats: dict | None = None,
 
     Raises FileNotFoundError if `output_dir` does not exist or holds no manifests.
     """
-    output_dir = os.path.abspath(output_dir)
-    if not os.path.isdir(output_dir):
+    if not storage.is_url(output_dir):
+        output_dir = os.path.abspath(output_dir)
+    if not storage.isdir(output_dir):
         raise FileNotFoundError(f"output directory {output_dir} does not exist")
-    pair_files = sorted(glob.glob(os.path.join(output_dir, "*.pairs.parquet")))
-    video_files = sorted(glob.glob(os.path.join(output_dir, "*.videos.parquet")))
+    listing = storage.list_files(output_dir)
+    pair_files = sorted(n for n in listing if n.endswith(".pairs.parquet"))
+    video_files = sorted(n for n in listing if n.endswith(".videos.parquet"))
     if not pair_files and not video_files:
         raise FileNotFoundError(f"no manifests (*.pairs.parquet / *.videos.parquet) in "
                                 f"{output_dir}: nothing to report")
-    shard_files = sorted(glob.glob(os.path.join(output_dir, "*.tar")))
+    shard_files = sorted(n for n in listing if n.endswith(".tar"))
     warnings: list[str] = []
 
     pairs = {c: [] for c in _PAIR_READ}
     videos = {c: [] for c in _VIDEO_READ + ("manifest",)}
     units_read = 0
-    for path, wanted, acc in [(p, _PAIR_READ, pairs) for p in pair_files] + \
+    for name, wanted, acc in [(p, _PAIR_READ, pairs) for p in pair_files] + \
                              [(p, _VIDEO_READ, videos) for p in video_files]:
         try:
-            cols = _read_columns(path, wanted)
+            cols = _read_columns(storage.join(output_dir, name), wanted)
         except Exception as e:  # noqa: BLE001 - one bad manifest must not hide the rest
-            warnings.append(f"unreadable manifest {os.path.basename(path)} "
-                            f"({type(e).__name__}: {e}); not counted")
+            warnings.append(f"unreadable manifest {name} ({type(e).__name__}: {e}); "
+                            "not counted")
             continue
         for c in wanted:
             acc[c].extend(cols[c])
         if acc is videos:
             units_read += 1
-            videos["manifest"].extend([os.path.basename(path)] * len(cols[wanted[0]]))
-        elif cols["key"] and not os.path.exists(path[: -len(".pairs.parquet")] + ".tar"):
-            warnings.append(f"{os.path.basename(path)} lists {len(cols['key'])} pairs "
+            videos["manifest"].extend([name] * len(cols[wanted[0]]))
+        elif cols["key"] and name[: -len(".pairs.parquet")] + ".tar" not in listing:
+            warnings.append(f"{name} lists {len(cols['key'])} pairs "
                             "but its .tar shard is missing")
 
     n_pairs, n_videos = len(pairs["key"]), len(videos["status"])
@@ -495,8 +497,8 @@ def write_report(output_dir: str, run_stats: dict | None = None,
     pair_stats = {c: _summary(pair_values[c]) for c in PAIR_STAT_COLUMNS}
     video_stats = {c: _summary(videos[c]) for c in VIDEO_STAT_COLUMNS}
 
-    report_dir = os.path.join(output_dir, REPORT_DIR)
-    os.makedirs(report_dir, exist_ok=True)
+    report_dir = storage.join(output_dir, REPORT_DIR)
+    earlier = storage.list_files(report_dir)
     thresholds = _load_thresholds(output_dir, warnings)
 
     # Histograms (stale ones from an earlier report are removed when a column is now empty).
@@ -519,12 +521,12 @@ def write_report(output_dir: str, run_stats: dict | None = None,
         jobs.append((c, "videos", series))
     for col, table, series in jobs:
         fname = f"hist_{col}.png"
-        fpath = os.path.join(report_dir, fname)
+        fpath = storage.join(report_dir, fname)
         if not any(len(v) for _, v, _ in series):
             skipped[col] = f"no {table} with a finite {col}"
             histograms[col] = None
-            if os.path.exists(fpath):
-                os.remove(fpath)
+            if fname in earlier:
+                storage.remove_tree(fpath)
             continue
         lines = [(label, x) for label, x in lines_for.get(col, []) if x is not None]
         _histogram(fpath, f"{col} ({table})", "seconds" if col == "gap_s" else col, series,
@@ -532,16 +534,17 @@ def write_report(output_dir: str, run_stats: dict | None = None,
         histograms[col] = fname
 
     # Contact sheet.
-    sheet_path = os.path.join(report_dir, "contact_sheet.png")
+    sheet_path = storage.join(report_dir, "contact_sheet.png")
     contact, note = None, ""
-    if os.path.exists(sheet_path):
-        os.remove(sheet_path)
+    if "contact_sheet.png" in earlier:
+        storage.remove_tree(sheet_path)
     if contact_sheet_pairs <= 0:
         note = "Contact sheet disabled (contact_sheet_pairs <= 0)."
     elif not shard_files:
         note = "No shards (no pairs) in the dataset: no contact sheet."
     else:
-        samples, shards_read = _collect_samples(output_dir, contact_sheet_pairs, warnings)
+        samples, shards_read = _collect_samples(output_dir, shard_files, contact_sheet_pairs,
+                                                warnings)
         if samples:
             contact = _make_contact_sheet(sheet_path, samples)
             contact["shards_read"] = shards_read
@@ -568,9 +571,9 @@ def write_report(output_dir: str, run_stats: dict | None = None,
         "run_stats": run_stats,
     }
     report = _jsonable(report)
-    _write_atomic(os.path.join(report_dir, "report.json"),
-                  json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode())
-    _write_atomic(os.path.join(report_dir, "index.md"), _index_md(report).encode())
+    storage.publish(storage.join(report_dir, "report.json"),
+                    json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False).encode())
+    storage.publish(storage.join(report_dir, "index.md"), _index_md(report).encode())
     return report
 
 
@@ -592,5 +595,5 @@ def format_counts(report: dict) -> str:
             for name, v in rs.items() if not isinstance(v, (dict, list))))
     if report.get("warnings"):
         lines.append(f"warnings: {len(report['warnings'])} (see report/index.md)")
-    lines.append(f"report: {os.path.join(report['output_dir'], REPORT_DIR, 'index.md')}")
+    lines.append(f"report: {storage.join(report['output_dir'], REPORT_DIR, 'index.md')}")
     return "\n".join(lines)

@@ -6,7 +6,6 @@ import os
 import tarfile
 import tempfile
 
-import fsspec
 import numpy as np
 
 from pipeline import plan
@@ -16,6 +15,7 @@ from pipeline.process import PreparedVideo, failed_row, finish_video, prepare_vi
 from pipeline.sampling import seed_for
 from pipeline.tracking.base import grid_queries
 from pipeline.writer import write_unit
+from schemas import storage
 
 
 @contextlib.contextmanager
@@ -51,7 +51,7 @@ def _prepare_one(runner: IsolatedRunner, path_ctx, uri: str, cfg) -> PreparedVid
 def _tar_videos(tar_uri: str):
     """(member URI, member, open tar) for each video member of a tar shard, streamed once;
     a member can be read only until the next one is yielded."""
-    with fsspec.open(tar_uri, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+    with storage.open_input(tar_uri) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         for member in tar:
             if member.isfile() and member.name.lower().endswith(plan.VIDEO_EXTENSIONS):
                 yield plan.member_uri(tar_uri, member.name), member, tar
@@ -72,7 +72,7 @@ def prepare_unit(unit: plan.Unit, cfg, runner: IsolatedRunner) -> list[PreparedV
         return out
     for uri in unit.inputs:
         if plan.is_remote(uri):
-            ctx = lambda u=uri: _spooled(lambda: fsspec.open(u, "rb").open(), None, max_bytes)
+            ctx = lambda u=uri: _spooled(lambda: storage.open_input(u), None, max_bytes)
         else:
             ctx = lambda u=uri: contextlib.nullcontext(u)
         out.append(_prepare_one(runner, ctx, uri, cfg))

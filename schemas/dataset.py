@@ -31,9 +31,10 @@ import re
 import shutil
 import uuid
 
-import fsspec
 import yaml
 from fsspec.implementations.local import LocalFileSystem
+
+from schemas.storage import publish, url_to_fs
 
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
@@ -63,7 +64,7 @@ def _number(path: str) -> int | None:
 
 def _numbered_dirs(root: str) -> list[tuple[int, str]]:
     """(N, path) of every `v<N>` directory in `root`, complete or not, by N."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     if not fs.isdir(base):
         return []
     found = []
@@ -78,7 +79,7 @@ def is_version(path: str) -> bool:
     """True if `path` is a version directory: named v<N> and holding config.yaml."""
     if _number(path) is None:
         return False
-    fs, base = fsspec.core.url_to_fs(path)
+    fs, base = url_to_fs(path)
     return fs.isfile(_join(base, CONFIG_FILE))
 
 
@@ -95,7 +96,7 @@ def latest_version(root: str) -> str | None:
 def is_flat_dataset(root: str) -> bool:
     """True for the flat layout of builds before versions: config.yaml directly in `root`,
     which is not itself a version."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     return fs.isfile(_join(base, CONFIG_FILE)) and not is_version(root)
 
 
@@ -117,14 +118,14 @@ def resolve(path: str) -> str:
     """The data a user path means: a version directory is itself, a dataset directory is its
     latest version; anything else (a glob, a plain directory of shards, a file, a URL of
     either) is returned unchanged."""
-    fs, base = fsspec.core.url_to_fs(path)
+    fs, base = url_to_fs(path)
     if glob.has_magic(base) or not fs.isdir(base) or is_version(path):
         return path
     return latest_version(path) or path
 
 
 def read_config(version: str) -> dict:
-    fs, base = fsspec.core.url_to_fs(version)
+    fs, base = url_to_fs(version)
     with fs.open(_join(base, CONFIG_FILE), "r") as f:
         return yaml.safe_load(f) or {}
 
@@ -132,7 +133,7 @@ def read_config(version: str) -> dict:
 def read_version_info(version: str) -> dict:
     """version.json, or what can be known without it (a version moved in from the flat
     layout has none): {"version": N, "created": ISO time or None, "config_sha256": ...}."""
-    fs, base = fsspec.core.url_to_fs(version)
+    fs, base = url_to_fs(version)
     path = _join(base, VERSION_FILE)
     if not fs.isfile(path):
         return {"version": _number(version), "created": None,
@@ -151,7 +152,7 @@ def create_version(root: str, config: dict) -> str:
     """Create the next version of dataset directory `root` (v1 for a new one), holding
     `config` as config.yaml and its version.json; return its path. Raises VersionExists if
     another builder created that version meanwhile (the caller looks again)."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     fs.makedirs(base, exist_ok=True)
     # Incomplete v<N> directories count too, so a new version never lands in one.
     number = max((n for n, _ in _numbered_dirs(root)), default=0) + 1
@@ -178,7 +179,7 @@ def create_version(root: str, config: dict) -> str:
         if fs.exists(_join(base, name)):
             raise VersionExists(f"{_join(root, name)} was created by another builder")
         for file_name, data in files:
-            fs.pipe(_join(base, f"{name}/{file_name}"), data)
+            publish(_join(root, f"{name}/{file_name}"), data)
     return _join(root, name)
 
 

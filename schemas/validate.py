@@ -3,18 +3,19 @@
     python -m schemas.validate DATASET_DIR_OR_SHARD_DIR_OR_TAR [...]
 
 A dataset directory (versions v1, v2, ...; see schemas.dataset) is checked version by version,
-all of them; a version directory or any other directory is checked for its `*.tar`.
+all of them; a version directory or any other directory is checked for its `*.tar`. Paths are
+local paths or fsspec URLs (s3://bucket/pairs).
 """
 from __future__ import annotations
 
 import argparse
-import glob
-import os
+import io
 import sys
 import tarfile
 
 import pyarrow.parquet as pq
 
+from schemas import storage
 from schemas.dataset import list_versions, version_name
 from schemas.sample import DragSample, SampleError, decode_sample
 
@@ -22,7 +23,7 @@ from schemas.sample import DragSample, SampleError, decode_sample
 def read_shard(path: str) -> list[DragSample]:
     """All samples of a tar shard, in file order, each decoded and validated."""
     groups: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
+    with storage.open_input(path) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         for member in tar:
             if not member.isfile():
                 raise SampleError(f"{path}: non-file member {member.name!r}")
@@ -41,8 +42,9 @@ def validate_shard(path: str) -> int:
     if len(set(keys)) != len(keys):
         raise SampleError(f"{path}: duplicate keys")
     manifest = path[: -len(".tar")] + ".pairs.parquet"
-    if os.path.exists(manifest):
-        rows = {r["key"]: r for r in pq.read_table(manifest).to_pylist()}
+    if storage.exists(manifest):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(manifest)))
+        rows = {r["key"]: r for r in table.to_pylist()}
         if set(rows) != set(keys):
             raise SampleError(f"{path}: manifest keys differ from shard keys")
         for s in samples:
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     shards = []
     for p in args.paths:
-        if not os.path.isdir(p):
+        if not storage.isdir(p):
             shards.append(p)
             continue
         versions = list_versions(p)
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
             print(f"{p}: dataset of {len(versions)} version(s): "
                   + ", ".join(version_name(v) for v in versions))
         for d in versions or [p]:
-            shards += sorted(glob.glob(os.path.join(d, "*.tar")))
+            shards += [storage.join(d, n) for n in sorted(storage.list_files(d))
+                       if n.endswith(".tar")]
     total, bad = 0, 0
     for shard in shards:
         try:

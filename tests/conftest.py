@@ -1,6 +1,7 @@
 """Shared test setup."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,3 +45,35 @@ def cotracker_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 # --- end CoTracker ------------------------------------------------------------------------------
+
+
+# --- object storage and a multi-node Ray: one of each per session ---------------------------
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A local S3-protocol server (tests.object_store.S3Server). Its endpoint and credentials
+    are put in the environment for the rest of the session, so every process the tests start
+    (jobs, Ray workers) reaches it the standard way (AWS_ENDPOINT_URL, AWS_* keys)."""
+    from tests.object_store import S3Server
+
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with S3Server(str(log)) as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        yield server
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def multinode(s3):
+    """A head and two worker nodes on loopback (tests.ray_cluster.MultiNodeCluster). Its nodes
+    reach the S3 server the standard way, as a real cluster's nodes reach the store: they are
+    started with its endpoint and credentials in their environment."""
+    from tests.ray_cluster import MultiNodeCluster
+
+    with MultiNodeCluster() as cluster:
+        yield cluster

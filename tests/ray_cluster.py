@@ -1,6 +1,13 @@
-"""A real local Ray cluster for tests, started and driven the way users do it: `ray start
---head` on loopback with token authentication, and `ray job submit` / `status` / `logs` /
-`stop` through the `ray` command line."""
+"""Real local Ray clusters for tests.
+
+`LocalCluster`: started and driven the way users do it: `ray start --head` on loopback with
+token authentication, and `ray job submit` / `status` / `logs` / `stop` through the `ray`
+command line.
+
+`MultiNodeCluster`: a head and two worker nodes on loopback, each its own raylet with a custom
+resource of its name, through Ray's own `ray.cluster_utils.Cluster` (`ray start --address`
+cannot add a second node on loopback in Ray 2.60); a worker node can be killed midway and
+added again."""
 from __future__ import annotations
 
 import json
@@ -18,7 +25,8 @@ from tests.conftest import REPO
 VENV_BIN = os.path.dirname(sys.executable)
 # Token authentication on (clients that name an address must say so), and kept on loopback
 # (otherwise Ray swaps 127.0.0.1 for the machine's routable address).
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+LOOPBACK_NODES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK = {**LOOPBACK_NODES, "RAY_AUTH_MODE": "token"}
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -157,3 +165,46 @@ class LocalCluster:
 
     def run(self, *entrypoint: str, timeout: float = 600, **kw) -> tuple[str, str]:
         return self.wait(self.submit(*entrypoint, **kw), timeout)
+
+
+class MultiNodeCluster:
+    """`with MultiNodeCluster() as c:` a head with no CPUs (it only coordinates, as on a real
+    cluster's head) and worker nodes `node_a` and `node_b`, 1 CPU each. Drivers join with
+    `--ray-address c.address`. Only this cluster's processes are stopped on exit."""
+
+    WORKERS = ("node_a", "node_b")
+
+    def __enter__(self) -> "MultiNodeCluster":
+        from ray.cluster_utils import Cluster
+
+        os.environ.update(LOOPBACK_NODES)
+        self.cluster = Cluster(initialize_head=True, head_node_args=self._args(0, "head"))
+        self.nodes = {}
+        for name in self.WORKERS:
+            self.add(name)
+        return self
+
+    @staticmethod
+    def _args(num_cpus: int, name: str) -> dict:
+        # Every node's dashboard agent needs its own port (the default, 52365, is one per
+        # machine: a second agent on it never serves).
+        return {"num_cpus": num_cpus, "resources": {name: 1}, "include_dashboard": False,
+                "dashboard_agent_listen_port": free_port()}
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def node_id(self, name: str) -> str:
+        return self.nodes[name].node_id
+
+    def add(self, name: str) -> None:
+        self.nodes[name] = self.cluster.add_node(**self._args(1, name))
+        self.cluster.wait_for_nodes()
+
+    def kill(self, name: str) -> None:
+        """A node failure: the node's raylet and workers are killed (SIGKILL)."""
+        self.cluster.remove_node(self.nodes.pop(name), allow_graceful=False)
+
+    def __exit__(self, *exc) -> None:
+        self.cluster.shutdown()

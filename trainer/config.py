@@ -1,16 +1,23 @@
 """The trainer's typed configuration, loaded from YAML (`schemas.typed_config`).
 
 A mistyped key is an error naming it. Every run writes its resolved config to
-`<run_dir>/config.yaml`; resuming a run with a different config is refused.
+`<run_dir>/config.yaml` (storage secrets redacted). Its content, everything but the keys of
+RUN_KEYS, is what the weights depend on: resuming with other content is refused, naming the
+keys. The RUN_KEYS (logging, validation and checkpoint cadence and retention, storage) may
+change when a run is resumed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
+from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import TypedConfig, build, load_yaml, require
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Where a run lives and how it logs, validates, checkpoints and reaches storage: none of it
+# changes the weights, so a resumed run may change these (whole sections, or section.key).
+RUN_KEYS = ("run_dir", "log", "checkpoint", "storage", "data.val_pairs")
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -23,7 +30,8 @@ class DataConfig:
     augment: bool = True            # random crop/scale/flip, points transformed with pixels
     crop_scale: tuple = (0.8, 1.0)  # crop side as a fraction of the short side
     flip_p: float = 0.5
-    val_pairs: int = 2              # fixed pairs edited for the validation images (0: none)
+    val_pairs: int = 2              # fixed pairs edited for the validation images (0: none);
+                                    # data.val_pairs is a run key (RUN_KEYS)
 
 
 @dataclass
@@ -77,6 +85,8 @@ class LogConfig:
     val_every: int = 0              # steps between validation edits; 0 = only at the end
     val_steps: int = 8              # denoising steps of a validation edit
     tensorboard: bool = True
+    sync_every_s: float = 60.0      # a URL run_dir: TensorBoard files are uploaded at most
+                                    # this often (and at every checkpoint and the end)
 
 
 @dataclass
@@ -88,6 +98,18 @@ class Config(TypedConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+    def content(self) -> dict:
+        """What the weights depend on: the config without its RUN_KEYS."""
+        data = self.to_dict()
+        for key in RUN_KEYS:
+            section, _, name = key.partition(".")
+            if name:
+                data[section].pop(name)
+            else:
+                data.pop(section)
+        return data
 
     def validate(self) -> "Config":
         checks = [
@@ -106,6 +128,9 @@ class Config(TypedConfig):
             (0 <= self.train.ema_decay < 1, "train.ema_decay: 0 (off) or in (0, 1)"),
             (self.checkpoint.every >= 1 and self.checkpoint.keep_last >= 1,
              "checkpoint.every, keep_last >= 1"),
+            (self.log.every >= 1 and self.log.val_every >= 0 and self.log.sync_every_s >= 0,
+             "log.every >= 1, log.val_every and log.sync_every_s >= 0"),
+            (settings_problem(self.storage) is None, settings_problem(self.storage)),
         ]
         require(checks)
         return self

@@ -65,6 +65,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.images import images_to_tensor
 from model.points import point_maps
+from schemas import storage
 from schemas.dataset import resolve as resolve_dataset
 from schemas.sample import SampleError, decode_sample
 from trainer.augment import augment_pair, resize_pair
@@ -124,7 +125,7 @@ def list_shards(spec) -> list[str]:
         where = resolve_dataset(os.fspath(spec))
         if where != os.fspath(spec):
             log.info("data: %s is a dataset directory; using its latest version %s", spec, where)
-        fs, root = fsspec.core.url_to_fs(where)
+        fs, root = storage.url_to_fs(where)
         if any(c in root for c in "*?["):
             paths = fs.glob(root)
         elif fs.isdir(root):

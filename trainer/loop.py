@@ -13,20 +13,23 @@ draws.
 Checkpoints: `step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every rank writes its part),
 each rank's data position (`data/`), `trainer.json` (step, batches consumed, counters, world
 size) and the inference export `lightning-drag-sd15/` (public layout, loads in jobs.edit with the
-run's base model and IP-Adapter). Where they are kept is a small pluggable piece: by default
-`LocalCheckpoints`, `<run_dir>/checkpoints/` on a filesystem every rank shares; under Ray Train
-`trainer.ray_train.RayTrainCheckpoints`, Ray's storage. A checkpoint resumes only with the world
-size that wrote it (each rank's data stream and optimizer shard belong to its rank).
+run's base model and IP-Adapter). Where they are kept is a small pluggable piece
+(trainer.checkpoint): `<run_dir>/checkpoints/` on a filesystem every rank shares or on object
+storage; under Ray Train `trainer.ray_train.RayTrainCheckpoints`, Ray's storage. A checkpoint
+resumes only with the world size that wrote it (each rank's data stream and optimizer shard
+belong to its rank).
+
+run_dir may be a URL (s3://bucket/runs/exp1): the resolved config, checkpoints, TensorBoard
+event files and validation images all go there.
 """
 from __future__ import annotations
 
-import contextlib
+import io
 import itertools
 import json
 import logging
 import math
 import os
-import shutil
 import socket
 import time
 from dataclasses import replace
@@ -39,12 +42,15 @@ from model.checkpoint import save_lightning_drag
 from model.layout import checkpoint_paths
 from model.images import tensor_to_images
 from model.pipeline import DragEditPipeline
+from schemas import storage
+from schemas.dataset import config_diff, format_config_diff
+from trainer.checkpoint import (CHECKPOINT_PREFIX, check_world_size, checkpoint_store,
+                                data_position_file, read_trainer_state, write_trainer_state)
 from trainer.config import Config, from_dict
 from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
 
 log = logging.getLogger("trainer")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-CHECKPOINT_PREFIX = "step_"
 EXPORT_DIR = "lightning-drag-sd15"
 
 
@@ -137,79 +143,6 @@ class EMA:
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def checkpoint_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, "checkpoints")
-
-
-def list_checkpoints(run_dir: str) -> list[str]:
-    """Complete checkpoints, oldest first (staging directories are not listed)."""
-    root = checkpoint_dir(run_dir)
-    if not os.path.isdir(root):
-        return []
-    return sorted(os.path.join(root, d) for d in os.listdir(root)
-                  if d.startswith(CHECKPOINT_PREFIX))
-
-
-class LocalCheckpoints:
-    """Checkpoints in `<run_dir>/checkpoints/`, a directory every rank can write (one machine or
-    a shared filesystem). One is written under `.staging-<name>` and renamed by rank 0 when
-    every rank is done, so a checkpoint is complete or absent; the newest `keep_last` are kept.
-
-    The interface every checkpoint store has: `latest()` (a context giving the newest complete
-    checkpoint as a local directory, or None), `begin(name, rank)` (the local directory this
-    rank writes its files of checkpoint `name` into) and `commit(name, folder, rank, state)`
-    (called by every rank when its files are written)."""
-
-    def __init__(self, run_dir: str, keep_last: int):
-        self.run_dir, self.keep_last = run_dir, keep_last
-
-    @contextlib.contextmanager
-    def latest(self):
-        existing = list_checkpoints(self.run_dir)
-        yield existing[-1] if existing else None
-
-    def begin(self, name: str, rank: int) -> str:
-        import torch.distributed as dist
-
-        staging = os.path.join(checkpoint_dir(self.run_dir), f".staging-{name}")
-        if rank == 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            os.makedirs(staging)
-        dist.barrier()
-        return staging
-
-    def commit(self, name: str, folder: str, rank: int, state: dict) -> None:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank == 0:
-            os.replace(folder, os.path.join(checkpoint_dir(self.run_dir), name))
-            for old in list_checkpoints(self.run_dir)[:-self.keep_last]:
-                shutil.rmtree(old)
-        dist.barrier()
-
-
-def read_trainer_state(checkpoint: str) -> dict:
-    with open(os.path.join(checkpoint, "trainer.json")) as f:
-        return json.load(f)
-
-
-def check_world_size(state: dict, world: int, checkpoint: str) -> None:
-    """Refuse to resume a checkpoint written by another number of ranks: each rank's data
-    stream position and optimizer shard belong to its rank, and they are not converted."""
-    if state["world_size"] != world:
-        raise ValueError(
-            f"{checkpoint} was written by a run with world size {state['world_size']}, and this "
-            f"run has world size {world}: resume it with {state['world_size']} ranks (torchrun "
-            f"--nproc_per_node, or --num-workers with --launcher ray), or start a new run "
-            "(another run_dir, or another --run-name with --launcher ray); checkpoints are not "
-            "converted between world sizes")
-
-
-def data_position_file(checkpoint: str, rank: int) -> str:
-    return os.path.join(checkpoint, "data", f"rank_{rank:05d}.json")
-
-
 def save_checkpoint(engine, module: TrainModule, rank: int, state: dict, store,
                     ema: EMA | None = None, loader=None) -> None:
     import deepspeed
@@ -234,8 +167,7 @@ def save_checkpoint(engine, module: TrainModule, rank: int, state: dict, store,
                 with ema.swapped_in(module):
                     save_lightning_drag(module.drag_model, export, with_backbone)
     if rank == 0:
-        with open(os.path.join(folder, "trainer.json"), "w") as f:
-            json.dump(state, f, indent=2)
+        write_trainer_state(folder, state)
     store.commit(name, folder, rank, state)
 
 
@@ -278,32 +210,41 @@ def validate(pipe, module, pairs, cfg: Config, rank: int, step: int, writer) -> 
     with deepspeed.zero.GatheredParameters(list(module.parameters())):
         if rank == 0 and pairs:
             grid = validation_image(pipe, pairs, cfg)
-            folder = os.path.join(cfg.run_dir, "validation")
-            os.makedirs(folder, exist_ok=True)
-            Image.fromarray(grid).save(os.path.join(folder, f"step_{step:08d}.png"))
+            png = io.BytesIO()
+            Image.fromarray(grid).save(png, format="PNG")
+            storage.publish(storage.join(cfg.run_dir, "validation", f"step_{step:08d}.png"),
+                            png.getvalue())
             if writer:
-                writer.add_image("validation", grid, step, dataformats="HWC")
+                writer.add_image("validation", grid, step)
 
 
 # --- the run ---------------------------------------------------------------------------------
 
-def write_run_config(cfg: Config) -> None:
-    """The resolved config beside the checkpoints; a resumed run must use the same one."""
-    path = os.path.join(cfg.run_dir, "config.yaml")
-    text = cfg.to_yaml()
-    if os.path.exists(path):
-        import yaml
-        with open(path) as f:
-            saved = from_dict(yaml.safe_load(f))
-        if saved.to_yaml() != text:
-            raise ValueError(f"{path}: this run was started with a different config; use a new "
-                             "run_dir or the same config")
-        return
-    os.makedirs(cfg.run_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_run_config(cfg: Config) -> str:
+    """The resolved config beside the checkpoints (storage secrets redacted). A resumed run
+    must have the same content (trainer.config.RUN_KEYS may differ: the file is then
+    rewritten); anything else is refused naming the keys. Returns what happened, for the log."""
+    import yaml
+
+    path = storage.join(cfg.run_dir, "config.yaml")
+    data = cfg.to_dict()
+    data["storage"] = storage.redact(data["storage"])
+    why = "new run"
+    if storage.exists(path):
+        saved = yaml.safe_load(storage.read_text(path))
+        changed = config_diff(from_dict(saved).content(), cfg.content())
+        if changed:
+            raise ValueError(
+                f"{path}: this run was started with another config, and these keys change "
+                f"the weights: {format_config_diff(changed)}; resume with the run's values "
+                "(only run_dir, logging, validation, checkpoint cadence and retention and "
+                "storage may change) or start a new run_dir")
+        run_changes = config_diff(saved, data)
+        if not run_changes:
+            return "same config: resuming"
+        why = f"resuming with other run settings: {format_config_diff(run_changes)}"
+    storage.publish_text(path, yaml.safe_dump(data, sort_keys=True))
+    return why
 
 
 def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
@@ -355,11 +296,12 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
+    storage.configure(cfg.storage)
     if rank == 0:
-        write_run_config(cfg)
+        log.info("run config: %s", write_run_config(cfg))
     dist.barrier()
 
-    store = checkpoints or LocalCheckpoints(cfg.run_dir, cfg.checkpoint.keep_last)
+    store = checkpoints or checkpoint_store(cfg.run_dir, cfg.checkpoint.keep_last)
     state = {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0, "world_size": world}
     position = None
     with store.latest() as latest:
@@ -395,8 +337,8 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
 
     writer = None
     if rank == 0 and cfg.log.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(os.path.join(cfg.run_dir, "tensorboard"))
+        from trainer.tensorboard import TensorBoardLog
+        writer = TensorBoardLog(cfg.run_dir, cfg.log.sync_every_s)
     losses, started_at = [], state["step"]
     wait = busy = 0.0
     clock, samples_at_start = time.perf_counter(), state["samples"]
@@ -455,11 +397,14 @@ def train(cfg: Config, batches: Iterable[dict] | None = None, stop_after: int | 
                     for key in ("skipped_samples", "skipped_shards"):
                         writer.add_scalar(f"data/{key}", loader.stats.as_dict()[key],
                                           state["step"])
+                writer.sync()
         last = state["step"] == cfg.train.steps
         if last or (cfg.log.val_every and state["step"] % cfg.log.val_every == 0):
             validate(pipe, module, val_pairs, cfg, rank, state["step"], writer)
         if state["step"] % cfg.checkpoint.every == 0 or last:
             save_checkpoint(engine, module, rank, state, store, ema, loader)
+            if writer:
+                writer.sync(force=True)
     if writer:
         writer.close()
     elapsed = time.perf_counter() - clock

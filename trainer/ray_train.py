@@ -36,7 +36,9 @@ import os
 import tempfile
 
 from trainer.config import Config
-from trainer.loop import CHECKPOINT_PREFIX, check_world_size, train, write_run_config
+from schemas import storage
+from trainer.checkpoint import CHECKPOINT_PREFIX, check_world_size
+from trainer.loop import train, write_run_config
 
 log = logging.getLogger("trainer")
 DEFAULT_RUN_NAME = "checkpoints"  # with storage_path = run_dir: where the plain launcher keeps them
@@ -82,19 +84,15 @@ def train_worker(config: dict) -> dict:
 # --- the driver ------------------------------------------------------------------------------
 
 def storage_filesystem(storage_path: str):
-    """(pyarrow filesystem, path) of a storage location for RunConfig: pyarrow's own for local
-    paths and the URLs it knows (s3://, gs://, hdfs://, abfs://), fsspec's for other URLs."""
-    import pyarrow
+    """(pyarrow filesystem, path) of a storage location for RunConfig: pyarrow's own for a
+    local path, fsspec's (wrapped for pyarrow) for a URL, so Ray's storage is reached with the
+    same filesystem, options and credentials as the rest of the run (schemas.storage)."""
     import pyarrow.fs
 
-    if "://" not in storage_path and "::" not in storage_path:
-        storage_path = os.path.abspath(storage_path)
-    try:
-        return pyarrow.fs.FileSystem.from_uri(storage_path)
-    except pyarrow.ArrowInvalid:
-        import fsspec
-        fs, path = fsspec.core.url_to_fs(storage_path)
-        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+    if not storage.is_url(storage_path):
+        return pyarrow.fs.LocalFileSystem(), os.path.abspath(storage_path.removeprefix("file://"))
+    fs, path = storage.url_to_fs(storage_path)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
 
 
 def absolute_paths(cfg: Config) -> Config:
@@ -169,9 +167,10 @@ def run(cfg: Config, num_workers: int, gpus_per_worker: float = 0, cpus_per_work
         raise ValueError(f"--num-workers {num_workers}: at least 1")
     cfg = absolute_paths(cfg)
     run_name = run_name or DEFAULT_RUN_NAME
-    fs, storage = storage_filesystem(storage_path or cfg.run_dir)
-    write_run_config(cfg)
-    experiment = f"{storage.rstrip('/')}/{run_name}"
+    storage.configure(cfg.storage)
+    fs, where = storage_filesystem(storage_path or cfg.run_dir)
+    log.info("run config: %s", write_run_config(cfg))
+    experiment = f"{where.rstrip('/')}/{run_name}"
     resume = latest_state(fs, experiment)
     if resume is not None:
         check_world_size(resume[1], num_workers, resume[0])
@@ -185,7 +184,7 @@ def run(cfg: Config, num_workers: int, gpus_per_worker: float = 0, cpus_per_work
         train_worker, train_loop_config={"cfg": cfg, "device": device},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=run_name, storage_path=storage, storage_filesystem=fs,
+        run_config=RunConfig(name=run_name, storage_path=where, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(
                                  num_to_keep=cfg.checkpoint.keep_last)))

@@ -1,6 +1,8 @@
 """`python -m jobs.build_pairs` end to end on a real local Ray: own cluster, joined cluster and
-`ray job submit`, determinism, kill-and-resume (driver killed, worker killed, submitted job
-killed), incremental inputs (tar shards too), dataset versions, bad usage."""
+`ray job submit`, several nodes (units on both workers, a worker node lost midway, an output
+not every node reaches), determinism, kill-and-resume (driver killed, worker killed, submitted
+job killed; resumed with other execution settings), incremental inputs (tar shards too),
+dataset versions, bad usage."""
 from __future__ import annotations
 
 import filecmp
@@ -31,7 +33,12 @@ from trainer.data import list_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-CONFIG = ["--set", "output.videos_per_unit=2", "--set", "ray.max_units_in_flight=1"]
+CONFIG = ["--set", "output.videos_per_unit=2", "--set", "execution.max_units_in_flight=1"]
+# A resubmit with more resources and other scheduling: the same dataset version, same bytes.
+OTHER_EXECUTION = ["--set", "execution.max_units_in_flight=3", "--set",
+                   "execution.tracker_actors=2", "--set", "execution.tracker_cpus=0.25",
+                   "--set", "execution.task_cpus=0.5", "--set", "execution.max_retries=5",
+                   "--set", "execution.decode_timeout_s=120"]
 
 
 def job_env(**extra):
@@ -148,7 +155,7 @@ def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
     assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
     # Whatever is visible is complete: every shard reads back and validates.
     assert validate_main([str(out)]) == 0 or not list(out.glob("v1/*.tar"))
-    code, log = run_job(*build_args(inputs, out))
+    code, log = run_job(*build_args(inputs, out), *OTHER_EXECUTION)
     assert code == 0, log
     assert f"dataset: {out}/v1 (same config: resuming)" in log
     assert "already complete" in log
@@ -377,10 +384,81 @@ def test_killed_ray_job_resubmitted_ends_with_the_same_dataset(cluster, referenc
     assert status == "FAILED", logs
     done = units_written(out / "v1")
     assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
-    status, logs = cluster.run(*entrypoint)
+    status, logs = cluster.run(*entrypoint, *OTHER_EXECUTION)
     assert status == "SUCCEEDED", logs
     assert f"dataset: {out}/v1 (same config: resuming)" in logs
     resumed = re.search(rf"in {total} units; (\d+) already complete", logs)
     assert resumed and done <= int(resumed.group(1)) < total, logs
     assert sorted(os.listdir(out)) == ["v1"]
     assert_same_dataset(reference[1], out / "v1")
+
+
+# --- several nodes: a head and two worker nodes on loopback, one cluster per session --------
+
+MULTINODE = ["--set", "execution.task_cpus=0.5", "--set", "execution.max_units_in_flight=2"]
+
+
+def multinode_args(inputs, out, multinode):
+    return [*build_args(inputs, out), *MULTINODE, "--ray-address", multinode.address]
+
+
+def test_units_run_on_both_worker_nodes_and_the_report_counts_them(multinode, reference,
+                                                                     inputs, tmp_path):
+    out = tmp_path / "out"
+    code, log = run_job(*multinode_args(inputs, out, multinode))
+    assert code == 0, log
+    assert f"ray: joined {multinode.address}" in log
+    assert "output: reachable from all 3 Ray node(s)" in log
+    assert_same_dataset(reference[1], out / "v1")
+    run_stats = json.loads((out / "v1" / "report" / "report.json").read_text())["run_stats"]
+    by_node = run_stats["units_by_node"]
+    workers = {multinode.node_id(name) for name in multinode.WORKERS}
+    assert set(by_node) == workers, by_node        # both workers; the head has no CPUs
+    assert sum(by_node.values()) == units_written(out / "v1")
+    assert run_stats["execution"]["task_cpus"] == 0.5
+    assert "units_by_node" in (out / "v1" / "report" / "index.md").read_text()
+
+
+def test_a_worker_node_lost_midway_the_build_ends_identical_on_the_other(multinode, reference,
+                                                                          inputs, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs",
+                             *multinode_args(inputs, out, multinode)],
+                            cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "units] pairs-" in line:            # one unit written: the build is underway
+                break
+        total = units_written(reference[1])
+        assert units_written(out / "v1") < total, "".join(seen)
+        multinode.kill("node_b")
+        log = "".join(seen) + proc.stdout.read()
+        assert proc.wait(timeout=600) == 0, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if "node_b" not in multinode.nodes:
+            multinode.add("node_b")
+    assert_same_dataset(reference[1], out / "v1")
+    assert validate_main([str(out)]) == 0
+
+
+def test_an_output_some_node_cannot_read_is_refused_before_any_unit(multinode, inputs):
+    root, _ = inputs
+    code, log = run_job("--input", str(root / "clips"), "--output", "memory://dragvid/ds",
+                        *MULTINODE, "--ray-address", multinode.address)
+    assert code == 2, log
+    refused = re.search(r"error: --output memory://dragvid/ds is not reachable from every Ray "
+                        r"node: node ([0-9a-f]+) \(127\.0\.0\.1\) could not read the probe "
+                        r"file the driver wrote there \(memory:// lives inside one process\): "
+                        r"FileNotFoundError", log)
+    assert refused, log
+    nodes = {multinode.cluster.head_node.node_id, *(multinode.node_id(n)
+                                                     for n in multinode.WORKERS)}
+    assert refused.group(1) in nodes
+    assert "an object store URL (s3://bucket/pairs, gs://...) or a filesystem mounted at the " \
+           "same path on every node" in log
+    assert "units] pairs-" not in log

@@ -25,8 +25,8 @@ def test_yaml_round_trip():
 
 def test_exponent_floats_without_a_dot_are_floats():
     # YAML 1.1 (PyYAML) reads 5e-1 as the string '5e-1': float fields take it as a number
-    cfg = load_config(None, ["filter.cut_threshold=5e-1", "decode.timeout_s=1E2"])
-    assert (cfg.filter.cut_threshold, cfg.decode.timeout_s) == (0.5, 100.0)
+    cfg = load_config(None, ["filter.cut_threshold=5e-1", "execution.decode_timeout_s=1E2"])
+    assert (cfg.filter.cut_threshold, cfg.execution.decode_timeout_s) == (0.5, 100.0)
     assert from_dict({"filter": {"cut_threshold": " 4.5e-1 "}}).filter.cut_threshold == 0.45
 
 
@@ -42,6 +42,12 @@ def test_exponent_floats_without_a_dot_are_floats():
     ({"track": {"backend": "raft"}}, "track.backend: builtin|cotracker"),
     ({"sample": {"gap_s": [2, 1]}}, "sample.gap_s"),
     ({"output": {"image_format": "webp"}}, "output.image_format: jpg|png"),
+    ({"execution": {"tracker_actors": 0}}, "execution.tracker_actors >= 1"),
+    ({"execution": {"tracker_gpus": -1.0}}, "execution: resources >= 0"),
+    ({"ray": {"max_units_in_flight": 2}, "execution": {"max_units_in_flight": 3}},
+     "ray.max_units_in_flight and execution.max_units_in_flight both set"),
+    ({"ray": {"bogus": 1}}, r"unknown config key\(s\) ray"),
+    ({"storage": {"options": {"s3": "anon"}}}, r"storage.options.s3: expected a mapping"),
 ])
 def test_bad_config(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -51,3 +57,52 @@ def test_bad_config(data, message):
 def test_bad_override():
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load_config(None, ["output.resolution"])
+
+
+def test_content_leaves_out_how_a_run_executes_and_reaches_storage():
+    base = from_dict({})
+    resourced = from_dict({"execution": {"tracker_actors": 4, "tracker_gpus": 1.0,
+                                         "task_cpus": 0.5, "max_retries": 9,
+                                         "max_units_in_flight": 16, "decode_timeout_s": 60},
+                           "storage": {"endpoint_url": "http://127.0.0.1:9000"}})
+    assert resourced != base and resourced.content() == base.content()
+    assert sorted(base.content()) == ["decode", "filter", "output", "points", "sample", "seed",
+                                      "track"]
+    assert from_dict({"output": {"resolution": 128}}).content() != base.content()
+    assert yaml.safe_load(base.content_yaml()) == base.content()
+
+
+def test_configs_written_before_the_split_are_read_into_execution():
+    old = {"decode": {"timeout_s": 60.0, "score_fps": 2.0},
+           "track": {"num_actors": 3, "num_gpus": 1.0, "num_cpus": 2.0, "grid_size": 12},
+           "ray": {"max_units_in_flight": 5, "task_cpus": 0.5, "max_retries": 1}}
+    cfg = from_dict(old)
+    assert (cfg.decode.score_fps, cfg.track.grid_size) == (2.0, 12)
+    assert cfg.execution == from_dict({"execution": {
+        "decode_timeout_s": 60.0, "tracker_actors": 3, "tracker_gpus": 1.0, "tracker_cpus": 2.0,
+        "max_units_in_flight": 5, "task_cpus": 0.5, "max_retries": 1}}).execution
+    assert old["ray"] == {"max_units_in_flight": 5, "task_cpus": 0.5, "max_retries": 1}  # kept
+    # --set with the old names works as before
+    assert load_config(None, ["ray.max_units_in_flight=1"]).execution.max_units_in_flight == 1
+
+
+def test_storage_options_reach_fsspec_and_secrets_are_redacted(monkeypatch):
+    import fsspec
+
+    from schemas import storage
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    cfg = from_dict({"storage": {"endpoint_url": "http://127.0.0.1:9000",
+                                 "options": {"s3": {"key": "AKIA-SECRET-ID", "secret": "s3cr3t",
+                                                    "client_kwargs": {"region_name": "x"}},
+                                             "gcs": {"token": "/keys/sa.json"}}}})
+    storage.configure(cfg.storage)
+    assert fsspec.config.conf["s3"] == {"key": "AKIA-SECRET-ID", "secret": "s3cr3t",
+                                        "client_kwargs": {"region_name": "x"},
+                                        "endpoint_url": "http://127.0.0.1:9000"}
+    assert fsspec.config.conf["gcs"] == {"token": "/keys/sa.json"}
+    assert storage.redact(cfg.to_dict()["storage"]) == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "options": {"s3": {"key": "<redacted>", "secret": "<redacted>",
+                           "client_kwargs": {"region_name": "x"}},
+                    "gcs": {"token": "<redacted>"}}}

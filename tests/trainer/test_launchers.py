@@ -13,7 +13,7 @@ import torch
 from tests.conftest import REPO
 from tests.ray_cluster import clean_env, free_port
 from tests.trainer.test_loop import exported, weights
-from trainer.loop import list_checkpoints
+from trainer.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.slow
 BIN = os.path.dirname(sys.executable)

@@ -19,7 +19,8 @@ from schemas.typed_config import ConfigError
 from tests.conftest import REPO
 from tests.trainer.trainer_helpers import config, known_batches
 from trainer.config import load_config
-from trainer.loop import EXPORT_DIR, list_checkpoints, sample_generators, train
+from trainer.checkpoint import list_checkpoints
+from trainer.loop import EXPORT_DIR, sample_generators, train
 from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
 
 pytestmark = pytest.mark.slow
@@ -81,8 +82,13 @@ def test_resume_equals_uninterrupted(tmp_path, ckpt):
     first = train(cfg, batches=known_batches(2), stop_after=4)  # dies after step 4
     assert first["stopped_at"] == 4
     assert [os.path.basename(p) for p in list_checkpoints(cfg.run_dir)] == ["step_00000003"]
-    second = train(cfg, batches=known_batches(2, start=3))      # resumes at step 3
+    # resumes at step 3, with other logging and checkpoint settings: the same weights
+    resumed = config(tmp_path / "b", ckpt, train={"steps": 6},
+                     checkpoint={"every": 2, "keep_last": 1}, log={"every": 2})
+    second = train(resumed, batches=known_batches(2, start=3))
     assert second["step"] == 6 and second["batches"] == 6
+    assert [os.path.basename(p) for p in list_checkpoints(cfg.run_dir)] == ["step_00000006"]
+    assert load_config(str(tmp_path / "b" / "config.yaml")).to_dict() == resumed.to_dict()
     assert np.allclose(first["losses"][:3] + second["losses"], straight["losses"], atol=1e-6)
     a, b = weights(exported(tmp_path / "a", ckpt)), weights(exported(tmp_path / "b", ckpt))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -159,13 +165,16 @@ def test_a_non_finite_loss_is_skipped_and_not_applied(tmp_path, ckpt):
     assert all(torch.isfinite(v).all() for v in weights(exported(tmp_path / "run", ckpt)).values())
 
 
-def test_config_is_written_and_a_changed_config_is_refused(tmp_path, ckpt):
+def test_config_is_written_and_a_config_that_changes_the_weights_is_refused(tmp_path, ckpt):
     cfg = config(tmp_path / "run", ckpt, train={"steps": 1})
     train(cfg, batches=known_batches(2))
     assert load_config(str(tmp_path / "run" / "config.yaml")).to_dict() == cfg.to_dict()
-    changed = config(tmp_path / "run", ckpt, train={"steps": 1, "seed": 5})
-    with pytest.raises(ValueError, match="started with a different config"):
+    changed = config(tmp_path / "run", ckpt, train={"steps": 1, "seed": 5}, optim={"lr": 0.5},
+                     log={"every": 7})
+    with pytest.raises(ValueError, match=r"these keys change the weights: optim.lr 0.001 -> "
+                                         r"0.5, train.seed 0 -> 5; resume with the run's"):
         train(changed, batches=known_batches(2))
+    assert load_config(str(tmp_path / "run" / "config.yaml")).to_dict() == cfg.to_dict()
 
 
 def test_a_mistyped_key_is_an_error_naming_it(tmp_path):

@@ -1,7 +1,8 @@
 """jobs.train --launcher ray on a real local cluster (under `ray job submit`, and as a driver
 joining it with --ray-address): it trains what torchrun trains, a killed worker is replaced and
 the run resumes from the latest checkpoint with the same result, a rerun resumes (or finds the
-run finished), another world size is refused."""
+run finished), another world size is refused; on two nodes, with Ray's storage, the run
+directory and TensorBoard in object storage, it trains what one node trains."""
 from __future__ import annotations
 
 import itertools
@@ -33,10 +34,10 @@ def cluster():
         yield c
 
 
-def write_config(path, run_dir, ckpt, shards) -> str:
+def write_config(path, run_dir, ckpt, shards, tensorboard: bool = False) -> str:
     cfg = config(run_dir, ckpt, data={"shards": shards, "batch_size": 1, "val_pairs": 1},
                  train={"steps": STEPS}, checkpoint={"every": 2, "keep_last": 1},
-                 log={"val_steps": 2})
+                 log={"val_steps": 2, "tensorboard": tensorboard})
     path.write_text(cfg.to_yaml())
     return str(path)
 
@@ -199,6 +200,42 @@ def test_an_interrupted_run_resumes_by_name_with_its_world_size_only(
     assert f"resumed from {experiment}/step_" in log
     assert summary_of(log)["step"] == STEPS
     assert_same_weights(export_weights(experiment / f"step_{STEPS:08d}", ckpt), torchrun_run[1])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
+        multinode, s3, setup, torchrun_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from schemas import storage
+
+    ckpt, shards = setup
+    bucket = s3.new_bucket("raytrain")
+    cfg = write_config(tmp_path / "train.yaml", f"{bucket}/run", ckpt, shards, tensorboard=True)
+    env = {k: v for k, v in clean_env().items() if k != "RAY_AUTH_MODE"}  # no auth on it
+    # One CPU per worker, one CPU per worker node, none on the head: a worker on each node.
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
+         "--num-workers", "2", "--cpus-per-worker", "1", "--ray-address", multinode.address,
+         "--storage-path", f"{bucket}/ray", "--run-name", "exp", "--device", "cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary, reference = summary_of(proc.stdout), torchrun_run[0]
+    assert (summary["step"], summary["world_size"]) == (STEPS, 2)
+    assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
+    kept = s3.files(f"{bucket}/ray/exp")
+    last = f"step_{STEPS:08d}"
+    assert {f"{last}/data/rank_00000.json", f"{last}/data/rank_00001.json",
+            f"{last}/trainer.json"} <= set(kept)
+    local = tmp_path / "kept"
+    storage.download_tree(f"{bucket}/ray/exp/{last}", str(local))
+    assert_same_weights(export_weights(local, ckpt), torchrun_run[1])
+    run = s3.files(f"{bucket}/run")
+    assert {"config.yaml", f"validation/{last}.png"} <= set(run)
+    events = EventAccumulator(f"{bucket}/run/tensorboard")
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")][-1] == STEPS
 
 
 def test_storage_paths_and_urls_become_pyarrow_filesystems(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.trainer.trainer_helpers import config
-from trainer.loop import EXPORT_DIR, data_position_file, list_checkpoints, train
+from trainer.checkpoint import data_position_file, list_checkpoints
+from trainer.loop import EXPORT_DIR, train
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ edit. `samples` counts the method's ok rows out of all samples.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from model.drawing import side_by_side
+from schemas import storage
 from schemas.coords import crop_resize
 from trainer.evaluation.results import STATUS_OK, BenchResult
 
@@ -92,22 +93,25 @@ def gallery_image(result: BenchResult) -> np.ndarray | None:
 
 
 def write_report(out_dir: str, result: BenchResult, settings: dict) -> str:
-    """Write every output file into out_dir (created); return the summary table (markdown)."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write every output file into out_dir (a local directory, created, or a URL), each
+    published atomically; return the summary table (markdown)."""
     table = results_table(result)
-    pq.write_table(table, os.path.join(out_dir, "results.parquet"))
-    pa_csv.write_csv(table, os.path.join(out_dir, "results.csv"))
+    parquet, csv = io.BytesIO(), io.BytesIO()
+    pq.write_table(table, parquet)
+    pa_csv.write_csv(table, csv)
+    storage.publish(storage.join(out_dir, "results.parquet"), parquet.getvalue())
+    storage.publish(storage.join(out_dir, "results.csv"), csv.getvalue())
     summary = summarize(result)
     markdown = summary_markdown(result, summary)
-    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
-    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump({**summary, "settings": settings}, f, indent=2)
-        f.write("\n")
+    storage.publish_text(storage.join(out_dir, "summary.md"), markdown)
+    storage.publish_text(storage.join(out_dir, "summary.json"),
+                         json.dumps({**summary, "settings": settings}, indent=2) + "\n")
     gallery = gallery_image(result)
-    gallery_path = os.path.join(out_dir, "gallery.png")
+    gallery_path = storage.join(out_dir, "gallery.png")
     if gallery is not None:
-        Image.fromarray(gallery).save(gallery_path)
-    elif os.path.exists(gallery_path):  # a previous run's gallery would not match these results
-        os.remove(gallery_path)
+        png = io.BytesIO()
+        Image.fromarray(gallery).save(png, format="PNG")
+        storage.publish(gallery_path, png.getvalue())
+    elif storage.exists(gallery_path):  # a previous run's gallery would not match these results
+        storage.remove_tree(gallery_path)
     return markdown
