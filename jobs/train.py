@@ -7,11 +7,13 @@
   ray job submit --working-dir . -- python -m jobs.train --launcher ray --num-workers N ...
 
 The config (see configs/train-tiny.yaml and trainer/config.py) names the shards
-(`data.shards`, from jobs.build_pairs), the checkpoints directory in the public layout
-(`model.checkpoints`: base model and IP-Adapter, optionally `model.init` to start from a
-LightningDrag model) and `run_dir`. Rerunning the same command resumes from the newest
-complete checkpoint, with the same number of ranks (another number is refused). Each
-checkpoint carries an inference export:
+(`data.shards`, from jobs.build_pairs; a path or URL), the checkpoints directory in the public
+layout (`model.checkpoints`: base model and IP-Adapter, optionally `model.init` to start from
+a LightningDrag model; local directories) and `run_dir` (a path or a URL such as
+s3://bucket/runs/exp1). Rerunning the same command resumes from the newest complete
+checkpoint, with the same number of ranks (another number is refused) and the same config
+content (logging, validation, checkpoint cadence and retention and storage may change; a key
+that changes the weights is refused). Each checkpoint carries an inference export:
   python -m jobs.edit --checkpoints CKPTS --model-dir RUN_DIR/checkpoints/step_N/lightning-drag-sd15 ...
 
 --launcher ray runs the ranks as Ray Train workers (trainer/ray_train.py): on the cluster of

@@ -163,7 +163,10 @@ def _moved_legacy_keys(data: dict) -> dict:
     for (section, key), new in LEGACY_EXECUTION_KEYS.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             execution = data.setdefault("execution", {})
-            if not isinstance(execution, dict) or new in execution:
+            if not isinstance(execution, dict):
+                raise ConfigError(f"execution.: expected a mapping, got "
+                                  f"{type(execution).__name__}")
+            if new in execution:
                 raise ConfigError(f"{section}.{key} and execution.{new} both set: keep "
                                   f"execution.{new}")
             execution[new] = data[section].pop(key)

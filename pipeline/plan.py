@@ -12,7 +12,7 @@ import glob
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import fsspec
 
@@ -82,19 +82,31 @@ def resolve_inputs(specs: list[str]) -> list[str]:
     return sorted(found)
 
 
-def read_plan(output_dir: str) -> list[Unit]:
-    path = storage.join(output_dir, PLAN_FILE)
+def _plan_text(output_dir: str) -> str:
     try:
-        text = storage.read_text(path)
+        return storage.read_text(storage.join(output_dir, PLAN_FILE))
     except FileNotFoundError:
-        return []
+        return ""
+
+
+def _parse_plan(text: str) -> list[Unit]:
     return [Unit(d["name"], d["kind"], tuple(d["inputs"]))
             for d in map(json.loads, text.splitlines())]
 
 
+def _plan_line(unit: Unit) -> str:
+    return json.dumps({"name": unit.name, "kind": unit.kind, "inputs": list(unit.inputs)}) + "\n"
+
+
+def read_plan(output_dir: str) -> list[Unit]:
+    return _parse_plan(_plan_text(output_dir))
+
+
 def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> list[Unit]:
-    """All units of the output (old and new), with new inputs grouped into new units."""
-    units = read_plan(output_dir)
+    """All units of the output (old and new), with new inputs grouped into new units. The plan
+    is rewritten whole (object stores cannot append) as its old text plus the new lines."""
+    text = _plan_text(output_dir)
+    units = _parse_plan(text)
     known = {uri for u in units for uri in u.inputs}
     new = [uri for uri in inputs if uri not in known]
     tars = [u for u in new if u.lower().endswith(TAR_EXTENSIONS)]
@@ -105,6 +117,6 @@ def update_plan(output_dir: str, inputs: list[str], videos_per_unit: int) -> lis
     added = [Unit(f"pairs-{len(units) + k:06d}", kind, group)
              for k, (kind, group) in enumerate(groups)]
     if added:
-        lines = "".join(json.dumps(asdict(u)) + "\n" for u in units + added)
-        storage.publish_text(storage.join(output_dir, PLAN_FILE), lines)
+        storage.publish_text(storage.join(output_dir, PLAN_FILE),
+                             text + "".join(map(_plan_line, added)))
     return units + added

@@ -248,6 +248,7 @@ def _drive(todo, output_dir, cfg, stats, progress, stages=None) -> None:
     actors = [TrackerActor.remote(cfg.track, cfg.storage) for _ in range(ex.tracker_actors)]
     busy = {i: 0 for i in range(len(actors))}
     pending = deque(todo)
+    cfg_ref = ray.put(cfg)  # one copy in the object store for every task of the run
     attempts: Counter = Counter()
     inflight: dict = {}   # ref -> (stage, unit, prepared ref, actor index, node)
     start = time.time()
@@ -255,7 +256,7 @@ def _drive(todo, output_dir, cfg, stats, progress, stages=None) -> None:
         while pending and len(inflight) < ex.max_units_in_flight:
             unit = pending.popleft()
             attempts[unit.name] += 1
-            prepared_ref, info_ref = prepare.remote(unit, cfg)
+            prepared_ref, info_ref = prepare.remote(unit, cfg_ref)
             inflight[info_ref] = ("prepare", unit, prepared_ref, None, None)
         [ref], _ = ray.wait(list(inflight), num_returns=1)
         stage, unit, prepared_ref, actor, node = inflight.pop(ref)
@@ -272,7 +273,7 @@ def _drive(todo, output_dir, cfg, stats, progress, stages=None) -> None:
                 if stage == "track":
                     busy[actor] -= 1
                 tracked = ref if stage == "track" else None
-                inflight[finish.remote(unit, prepared_ref, tracked, cfg, output_dir)] = (
+                inflight[finish.remote(unit, prepared_ref, tracked, cfg_ref, output_dir)] = (
                     "finish", unit, prepared_ref, None, node)
             else:
                 _account(stats, result, node)

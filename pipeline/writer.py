@@ -23,7 +23,7 @@ VIDEO_MANIFEST = ".videos.parquet"
 def complete_units(output_dir: str) -> set[str]:
     """Names of the units whose shard is complete (their video manifest exists), from one
     listing of the output directory."""
-    return {name[:-len(VIDEO_MANIFEST)] for name in storage.list_files(output_dir)
+    return {name[:-len(VIDEO_MANIFEST)] for name in storage.list_names(output_dir)
             if name.endswith(VIDEO_MANIFEST)}
 
 

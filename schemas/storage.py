@@ -32,13 +32,18 @@ REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential|session")
 
 
-@dataclass
+@dataclass(repr=False)
 class StorageSettings:
     """How to reach object storage; a config section (`storage:`) of the pipeline and the
     trainer. It selects where bytes go, never what they are, so it is not part of a dataset's
-    or a run's identity, and it is never written out unredacted."""
+    or a run's identity, and it is never written out unredacted: its repr (which a config's
+    repr includes, and which Ray shows of a Ray Train run's config) is redacted too."""
     endpoint_url: str = ""      # an S3-compatible store (MinIO, Ceph, a local S3 server)
     options: dict = field(default_factory=dict)  # fsspec options by protocol: {"s3": {...}}
+
+    def __repr__(self) -> str:
+        return (f"StorageSettings(endpoint_url={self.endpoint_url!r}, "
+                f"options={redact(self.options)!r})")
 
 
 def settings_problem(settings: StorageSettings) -> str | None:
@@ -137,6 +142,19 @@ def list_files(url: str) -> dict[str, int]:
         if entry["type"] == "file" and not name.startswith("."):
             out[name] = entry["size"]
     return out
+
+
+def list_names(url: str) -> set[str]:
+    """The names of `list_files(url)` without their sizes: locally one directory scan with no
+    stat per file (a resume lists hundreds of thousands of shards)."""
+    fs, path = url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        return set(list_files(url))
+    try:
+        with os.scandir(path) as entries:
+            return {e.name for e in entries if e.is_file() and not e.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
 
 
 def makedirs(url: str) -> None:

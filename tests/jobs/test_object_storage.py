@@ -2,9 +2,9 @@
 `tests.object_store`), reached by s3fs through AWS_ENDPOINT_URL and a key pair as a user
 reaches MinIO or S3, and, in one test, through the config's `storage` section alone.
 
-build_pairs into s3:// (inputs from the bucket too) equals the same build into a local
-directory byte for byte, validates and describes itself on the URL, resumes, grows by a new
-input and versions a changed threshold; training from those shards keeps checkpoints,
+build_pairs into s3:// (inputs from the bucket too), on a cluster of a head and two worker
+nodes, equals the same build into a local directory byte for byte, validates and describes
+itself on the URL, resumes, grows by a new input and versions a changed threshold; training from those shards keeps checkpoints,
 config, TensorBoard events and validation grids in the bucket, and a killed run rerun ends
 equal to an uninterrupted one; evaluation and editing read and write URLs. No credential
 appears in any file written or any log line."""
@@ -38,7 +38,8 @@ from trainer.loop import EXPORT_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-CONFIG = ["--set", "output.videos_per_unit=2", "--set", "execution.max_units_in_flight=2"]
+CONFIG = ["--set", "output.videos_per_unit=2", "--set", "execution.max_units_in_flight=2",
+          "--set", "execution.task_cpus=0.5"]
 LOGS: list[str] = []   # every job's output, searched for credentials at the end
 
 
@@ -78,22 +79,28 @@ def clips(bucket, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3_dataset(s3, bucket, clips, tmp_path_factory):
+def build(multinode):
+    """`jobs.build_pairs ARGS` on the session's cluster of a head and two worker nodes (its
+    nodes reach the S3 server through their environment, as a real cluster's do)."""
+    return lambda *args: run_job("build_pairs", *args, *CONFIG, "--ray-address",
+                                 multinode.address)
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(s3, bucket, clips, build, tmp_path_factory):
     """BUCKET/pairs built from BUCKET/clips; the same build into a local directory."""
-    code, log = run_job("build_pairs", "--input", f"{bucket}/clips", "--output",
-                        f"{bucket}/pairs", *CONFIG)
+    code, log = build("--input", f"{bucket}/clips", "--output", f"{bucket}/pairs")
     assert code == 0, log
     assert f"dataset: {bucket}/pairs/v1 (new dataset)" in log
-    assert "output: reachable from all 1 Ray node(s)" in log
+    assert "output: reachable from all 3 Ray node(s)" in log
     local = tmp_path_factory.mktemp("local") / "pairs"
-    code, local_log = run_job("build_pairs", "--input", f"{bucket}/clips", "--output", local,
-                              *CONFIG)
+    code, local_log = build("--input", f"{bucket}/clips", "--output", local)
     assert code == 0, local_log
     return f"{bucket}/pairs", local, log
 
 
 def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_versions(
-        s3, bucket, clips, s3_dataset, tmp_path, capsys):
+        s3, bucket, clips, s3_dataset, build, tmp_path, capsys):
     url, local, log = s3_dataset
     objects = dataset_objects(s3, f"{url}/v1")
     assert objects == local_files(local / "v1")             # byte for byte
@@ -114,7 +121,7 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     local_pairs = [r for f in sorted((local / "v1").glob("*.pairs.parquet"))
                    for r in pq.read_table(f).to_pylist()]
     assert info["pairs"] == len(local_pairs) > 0
-    code, out = run_job("build_pairs", "--input", f"{bucket}/clips", "--output", url, *CONFIG)
+    code, out = build("--input", f"{bucket}/clips", "--output", url)
     assert code == 0, out
     units = len([k for k in objects if k.endswith(".videos.parquet")])
     assert f"dataset: {url}/v1 (same config: resuming)" in out
@@ -124,7 +131,7 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     # A new input in the bucket: one new unit, the old shards untouched.
     extra = synthetic.standard_set(tmp_path / "more", seed=7)[0][0]
     storage.publish_file(extra, f"{bucket}/clips/new-{os.path.basename(extra)}")
-    code, out = run_job("build_pairs", "--input", f"{bucket}/clips", "--output", url, *CONFIG)
+    code, out = build("--input", f"{bucket}/clips", "--output", url)
     assert code == 0, out
     assert f"{units} already complete, 1 to do" in out
     grown = dataset_objects(s3, f"{url}/v1")
@@ -133,8 +140,8 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     assert len([k for k in grown if k.endswith(".videos.parquet")]) == units + 1
 
     # A changed filter threshold: v2 beside v1.
-    code, out = run_job("build_pairs", "--input", f"{bucket}/clips/{os.path.basename(clips[0])}",
-                        "--output", url, *CONFIG, "--set", "filter.static_threshold=0.05")
+    code, out = build("--input", f"{bucket}/clips/{os.path.basename(clips[0])}", "--output",
+                      url, "--set", "filter.static_threshold=0.05")
     assert code == 0, out
     assert (f"dataset: {url}/v2 (new version: config differs from v1 in "
             "filter.static_threshold 0.004 -> 0.05)") in out
@@ -147,7 +154,7 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
 def test_storage_settings_in_the_config_reach_every_worker_and_are_never_written(
         s3, bucket, clips, tmp_path):
     """No AWS_* credentials or endpoint in the job's environment: the config's storage
-    section alone brings them, to the driver and every Ray worker."""
+    section alone brings them, to the driver and every worker of the local Ray it starts."""
     settings = tmp_path / "pairs.yaml"
     settings.write_text(yaml.safe_dump({"storage": {
         "endpoint_url": s3.endpoint,

@@ -47,6 +47,7 @@ def test_exponent_floats_without_a_dot_are_floats():
     ({"ray": {"max_units_in_flight": 2}, "execution": {"max_units_in_flight": 3}},
      "ray.max_units_in_flight and execution.max_units_in_flight both set"),
     ({"ray": {"bogus": 1}}, r"unknown config key\(s\) ray"),
+    ({"ray": {"task_cpus": 1.0}, "execution": 3}, "execution.: expected a mapping"),
     ({"storage": {"options": {"s3": "anon"}}}, r"storage.options.s3: expected a mapping"),
 ])
 def test_bad_config(data, message):

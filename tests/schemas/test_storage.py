@@ -45,6 +45,7 @@ def test_the_same_calls_work_on_a_url(memory_root, tmp_path):
     assert storage.read_text(f"{memory_root}/a/c.txt") == "wörld"
     assert storage.list_files(f"{memory_root}/a") == {"b.txt": 5, "c.txt": 6}
     assert storage.list_files(f"{memory_root}/missing") == {}
+    assert storage.list_names(f"{memory_root}/a") == {"b.txt", "c.txt"}
     assert storage.isdir(f"{memory_root}/a") and storage.isfile(f"{memory_root}/a/b.txt")
     assert storage.join(memory_root, "x", "y") == f"{memory_root}/x/y"
     assert storage.join(str(tmp_path), "x", "y") == str(tmp_path / "x" / "y")
@@ -112,3 +113,13 @@ def test_redact_hides_every_secret_looking_value():
                                              "region_name": "eu"}},
                     "gcs": {"token": "<redacted>", "project": "p"},
                     "sftp": {"password": "<redacted>", "username": "me"}}}
+
+
+def test_local_listings_leave_out_directories_and_unfinished_writes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "pairs-000000.tar").write_bytes(b"123")
+    (tmp_path / ".pairs-000001.tar.tmp-1a2b3c4d").write_bytes(b"partial")
+    assert storage.list_files(str(tmp_path)) == {"pairs-000000.tar": 3}
+    assert storage.list_names(str(tmp_path)) == {"pairs-000000.tar"}
+    assert storage.list_names(str(tmp_path / "missing")) == set()
+

@@ -1,6 +1,7 @@
 """A run directory on object storage (memory:// here; s3:// against a real S3-protocol server in
 tests/jobs/test_object_storage.py): checkpoints complete or ignored, the newest kept, resumed
-from a download; TensorBoard events uploaded and readable in place; the run config's keys."""
+from a download; TensorBoard events uploaded and readable in place; the run config's keys;
+secrets redacted wherever settings are written or shown."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ import yaml
 
 from schemas import storage
 from tests.trainer.trainer_helpers import config
-from trainer.checkpoint import STATE_FILE, UrlCheckpoints, checkpoint_store, LocalCheckpoints
+from trainer.checkpoint import LocalCheckpoints, STATE_FILE, UrlCheckpoints, checkpoint_store
+from trainer.config import from_dict
 from trainer.loop import init_distributed, write_run_config
 
 
@@ -92,3 +94,14 @@ def test_run_config_is_redacted_and_run_keys_may_change(run_url):
     with pytest.raises(ValueError, match=r"these keys change the weights: "
                                          r"data.batch_size 2 -> 4, train.steps 4 -> 8;"):
         write_run_config(config(run_url, "ckpt", data={"batch_size": 4}, train={"steps": 8}))
+
+
+def test_the_repr_of_settings_and_of_a_config_holding_them_is_redacted():
+    settings = storage.StorageSettings(endpoint_url="http://minio:9000",
+                                       options={"s3": {"key": "AKIA-ID", "secret": "s3cr3t"}})
+    assert repr(settings) == ("StorageSettings(endpoint_url='http://minio:9000', options="
+                              "{'s3': {'key': '<redacted>', 'secret': '<redacted>'}})")
+    cfg = from_dict({"data": {"shards": "s"}, "model": {"checkpoints": "c"},
+                     "storage": {"options": {"s3": {"secret": "s3cr3t"}}}})
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg)
+    assert cfg.storage.options["s3"]["secret"] == "s3cr3t"   # what the filesystems get
