@@ -26,6 +26,7 @@ import json
 import logging
 import sys
 
+from jobs import private_ray_on_loopback
 from pipeline.config import ConfigError, load_config
 from schemas.dataset import DatasetError
 
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    private_ray_on_loopback(args.ray_address)
     from pipeline.report import format_counts, write_report
     from pipeline.run import build
 

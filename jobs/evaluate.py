@@ -130,7 +130,7 @@ def check_usage(args) -> None:
         if path is not None and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: file not found")
     if args.bench == "dragbench":
-        if not os.path.isdir(args.data):
+        if not storage.isdir(args.data):
             raise UsageError(f"--data {args.data}: not a directory")
         if not os.path.isdir(args.dift_model):
             raise UsageError(f"--dift-model {args.dift_model}: not a directory")
@@ -153,15 +153,15 @@ def check_usage(args) -> None:
 
 
 def run(args) -> int:
-    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
-        if args.bench == "dragbench" and storage.is_url(args.data):
-            args = argparse.Namespace(**{**vars(args), "data_url": args.data,
-                                         "data": fetch_input("--data", args.data, scratch)})
-        return _evaluate(args)
-
-
-def _evaluate(args) -> int:
     check_usage(args)
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
+        # DragBench is read from a local directory; pair shards stream from the URL itself.
+        data = fetch_input("--data", args.data, scratch) if args.bench == "dragbench" \
+            else args.data
+        return _evaluate(args, data)
+
+
+def _evaluate(args, data: str) -> int:
     paths = checkpoint_paths(args)
     device = resolve_device(args)
     from model.checkpoint import CheckpointError
@@ -171,7 +171,7 @@ def _evaluate(args) -> int:
     from trainer.evaluation.report import write_report
     from trainer.evaluation.results import STATUS_OK
 
-    data = _bench_data(args)
+    data = _bench_data(args, data)
     pipe = load_pipeline(args, paths, device)
     try:
         lpips = load_lpips(args.alexnet, args.lpips, device)
@@ -198,8 +198,8 @@ def _evaluate(args) -> int:
         result = _run_dragbench(args, data, editors, lpips, device, progress)
     else:
         result = _run_pairs(args, data, editors, lpips, device, progress)
-    settings = {"data": getattr(args, "data_url", args.data), "checkpoints": paths, "compare": compared,
-                "device": device, "dtype": args.dtype, **sampling,
+    settings = {"data": args.data, "checkpoints": paths,
+                "compare": compared, "device": device, "dtype": args.dtype, **sampling,
                 "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":
         settings.update(dift_model=args.dift_model, dift_prompt=args.dift_prompt,
@@ -214,18 +214,18 @@ def _evaluate(args) -> int:
     return 0 if model_ok else 1
 
 
-def _bench_data(args):
+def _bench_data(args, data: str):
     """The samples to evaluate: DragBench sample folders or shard URLs; none is bad usage."""
     if args.bench == "dragbench":
         from trainer.evaluation.bench_dragbench import sample_ids
-        samples = sample_ids(args.data)
+        samples = sample_ids(data)
         if not samples:
             raise UsageError(f"--data {args.data}: no DragBench sample folders (with "
                              "meta_data.pkl) found")
-        return args.data
+        return data
     from trainer.data import list_shards
     try:
-        return list_shards(args.data)
+        return list_shards(data)
     except ValueError as e:
         raise UsageError(f"--data: {e}") from None
 

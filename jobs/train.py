@@ -36,7 +36,7 @@ import sys
 # The deepspeed launcher runs this file as a script: make the repository importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs import quiet_deepspeed  # noqa: E402
+from jobs import private_ray_on_loopback, quiet_deepspeed  # noqa: E402
 from schemas.typed_config import ConfigError  # noqa: E402
 
 
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     from model.checkpoint import CheckpointError
     try:
         if args.launcher == "ray":
+            private_ray_on_loopback(args.ray_address)
             from ray.train import TrainingFailedError
             from trainer.ray_train import run
             try:

@@ -186,14 +186,23 @@ class MultiNodeCluster:
 
     @staticmethod
     def _args(num_cpus: int, name: str) -> dict:
-        # Every node's dashboard agent needs its own port (the default, 52365, is one per
-        # machine: a second agent on it never serves).
+        # The address is explicit: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it
+        # is first imported, and a test process that imported Ray before would otherwise put
+        # the nodes on the machine's routable address. Every node's dashboard agent needs its
+        # own port (the default, 52365, is one per machine: a second agent on it never serves).
         return {"num_cpus": num_cpus, "resources": {name: 1}, "include_dashboard": False,
-                "dashboard_agent_listen_port": free_port()}
+                "node_ip_address": "127.0.0.1", "dashboard_agent_listen_port": free_port()}
 
     @property
     def address(self) -> str:
         return self.cluster.address
+
+    @staticmethod
+    def driver_env(**extra) -> dict:
+        """The environment of a driver that joins with `--ray-address`: without the variable,
+        Ray resolves 127.0.0.1 to the machine's routable address and never connects."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        return {**env, "PYTHONPATH": str(REPO), **LOOPBACK_NODES, **extra}
 
     def node_id(self, name: str) -> str:
         return self.nodes[name].node_id

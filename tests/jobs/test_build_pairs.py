@@ -405,7 +405,7 @@ def multinode_args(inputs, out, multinode):
 def test_units_run_on_both_worker_nodes_and_the_report_counts_them(multinode, reference,
                                                                      inputs, tmp_path):
     out = tmp_path / "out"
-    code, log = run_job(*multinode_args(inputs, out, multinode))
+    code, log = run_job(*multinode_args(inputs, out, multinode), env=multinode.driver_env())
     assert code == 0, log
     assert f"ray: joined {multinode.address}" in log
     assert "output: reachable from all 3 Ray node(s)" in log
@@ -424,7 +424,7 @@ def test_a_worker_node_lost_midway_the_build_ends_identical_on_the_other(multino
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs",
                              *multinode_args(inputs, out, multinode)],
-                            cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
+                            cwd=REPO, env=multinode.driver_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         seen = []
@@ -449,7 +449,8 @@ def test_a_worker_node_lost_midway_the_build_ends_identical_on_the_other(multino
 def test_an_output_some_node_cannot_read_is_refused_before_any_unit(multinode, inputs):
     root, _ = inputs
     code, log = run_job("--input", str(root / "clips"), "--output", "memory://dragvid/ds",
-                        *MULTINODE, "--ray-address", multinode.address)
+                        *MULTINODE, "--ray-address", multinode.address,
+                        env=multinode.driver_env())
     assert code == 2, log
     refused = re.search(r"error: --output memory://dragvid/ds is not reachable from every Ray "
                         r"node: node ([0-9a-f]+) \(127\.0\.0\.1\) could not read the probe "

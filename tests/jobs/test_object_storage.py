@@ -4,10 +4,11 @@ reaches MinIO or S3, and, in one test, through the config's `storage` section al
 
 build_pairs into s3:// (inputs from the bucket too), on a cluster of a head and two worker
 nodes, equals the same build into a local directory byte for byte, validates and describes
-itself on the URL, resumes, grows by a new input and versions a changed threshold; training from those shards keeps checkpoints,
-config, TensorBoard events and validation grids in the bucket, and a killed run rerun ends
-equal to an uninterrupted one; evaluation and editing read and write URLs. No credential
-appears in any file written or any log line."""
+itself on the URL, resumes (with other execution settings too), grows by a new input and
+versions a changed threshold; training from those shards keeps checkpoints, config,
+TensorBoard events and validation grids in the bucket, and a killed run rerun ends equal to
+an uninterrupted one; evaluation and editing read and write URLs. No credential appears in
+any file written or any log line."""
 from __future__ import annotations
 
 import io
@@ -44,9 +45,9 @@ LOGS: list[str] = []   # every job's output, searched for credentials at the end
 
 
 def run_job(name, *args, env=None, timeout=600):
-    env = env or {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
-                  "OMP_NUM_THREADS": "1"}
-    env = {k: v for k, v in env.items() if not k.startswith("RAY_")}
+    if env is None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+               "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", f"jobs.{name}", *map(str, args)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
     LOGS.append(proc.stdout + proc.stderr)
@@ -83,7 +84,7 @@ def build(multinode):
     """`jobs.build_pairs ARGS` on the session's cluster of a head and two worker nodes (its
     nodes reach the S3 server through their environment, as a real cluster's do)."""
     return lambda *args: run_job("build_pairs", *args, *CONFIG, "--ray-address",
-                                 multinode.address)
+                                 multinode.address, env=multinode.driver_env())
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,12 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     local_pairs = [r for f in sorted((local / "v1").glob("*.pairs.parquet"))
                    for r in pq.read_table(f).to_pylist()]
     assert info["pairs"] == len(local_pairs) > 0
-    code, out = build("--input", f"{bucket}/clips", "--output", url)
+    # Resubmitted with more resources and other scheduling: the same version, nothing redone.
+    code, out = build("--input", f"{bucket}/clips", "--output", url,
+                      "--set", "execution.tracker_actors=2",
+                      "--set", "execution.tracker_cpus=0.25",
+                      "--set", "execution.max_retries=5",
+                      "--set", "execution.max_units_in_flight=8")
     assert code == 0, out
     units = len([k for k in objects if k.endswith(".videos.parquet")])
     assert f"dataset: {url}/v1 (same config: resuming)" in out
