@@ -15,6 +15,7 @@ copy of the settings that is written or printed, so no secret reaches a file or 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -195,27 +196,30 @@ def fetch(url: str, into: str) -> str:
 
 # --- writing ----------------------------------------------------------------------------------
 
-def _local_temp(path: str) -> str:
-    return os.path.join(os.path.dirname(path) or ".",
-                        f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+@contextlib.contextmanager
+def _replacing(path: str):
+    """A hidden temporary name beside local `path` to write; renamed onto `path` when the
+    block ends, removed when it fails."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path) or ".",
+                       f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def publish(url: str, data: bytes) -> None:
     """Write `data` to `url` atomically (module doc); parent directories are created."""
     fs, path = url_to_fs(url)
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = _local_temp(path)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    else:
+    if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
+        return
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def publish_text(url: str, text: str) -> None:
@@ -225,18 +229,11 @@ def publish_text(url: str, text: str) -> None:
 def publish_file(local_file: str, url: str) -> None:
     """Copy a local file to `url` atomically (large files: streamed, never held in memory)."""
     fs, path = url_to_fs(url)
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = _local_temp(path)
-        try:
-            shutil.copyfile(local_file, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    else:
+    if not isinstance(fs, LocalFileSystem):
         fs.put_file(local_file, path)
+        return
+    with _replacing(path) as tmp:
+        shutil.copyfile(local_file, tmp)
 
 
 def local_files(directory: str) -> list[str]:
