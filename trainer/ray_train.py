@@ -35,9 +35,9 @@ import logging
 import os
 import tempfile
 
-from trainer.config import Config
 from schemas import storage
 from trainer.checkpoint import CHECKPOINT_PREFIX, check_world_size
+from trainer.config import Config
 from trainer.loop import train, write_run_config
 
 log = logging.getLogger("trainer")
