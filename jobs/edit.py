@@ -181,7 +181,7 @@ def _edit(args, scratch: str) -> int:
     for name in storage.list_files(args.out):  # candidates a previous run into OUT left behind
         m = re.fullmatch(r"edited_(\d+)\.png", name)
         if m and int(m.group(1)) >= len(result.images):
-            storage.remove_tree(storage.join(args.out, name))
+            storage.remove(storage.join(args.out, name))
     for name, im in zip(names, result.images):
         Image.fromarray(im).save(os.path.join(out, name))
     source = draw_drag(edit_input["image"], edit_input["handles"], edit_input["targets"],

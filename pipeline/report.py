@@ -526,7 +526,7 @@ def write_report(output_dir: str, run_stats: dict | None = None,
             skipped[col] = f"no {table} with a finite {col}"
             histograms[col] = None
             if fname in earlier:
-                storage.remove_tree(fpath)
+                storage.remove(fpath)
             continue
         lines = [(label, x) for label, x in lines_for.get(col, []) if x is not None]
         _histogram(fpath, f"{col} ({table})", "seconds" if col == "gap_s" else col, series,
@@ -537,7 +537,7 @@ def write_report(output_dir: str, run_stats: dict | None = None,
     sheet_path = storage.join(report_dir, "contact_sheet.png")
     contact, note = None, ""
     if "contact_sheet.png" in earlier:
-        storage.remove_tree(sheet_path)
+        storage.remove(sheet_path)
     if contact_sheet_pairs <= 0:
         note = "Contact sheet disabled (contact_sheet_pairs <= 0)."
     elif not shard_files:

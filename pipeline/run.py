@@ -201,7 +201,7 @@ def check_output_shared(output_dir: str, settings: storage.StorageSettings) -> i
                     "node reads and writes the same files: an object store URL (s3://bucket/"
                     "pairs, gs://...) or a filesystem mounted at the same path on every node")
     finally:
-        storage.remove_tree(probe)
+        storage.remove(probe)
     return len(nodes)
 
 

@@ -34,7 +34,7 @@ import uuid
 import yaml
 from fsspec.implementations.local import LocalFileSystem
 
-from schemas.storage import publish, url_to_fs
+from schemas.storage import join, publish, url_to_fs
 
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
@@ -47,10 +47,6 @@ class DatasetError(ValueError):
 
 class VersionExists(DatasetError):
     """Another builder created the version this one was about to create."""
-
-
-def _join(path: str, name: str) -> str:
-    return path.rstrip("/") + "/" + name
 
 
 def version_name(path: str) -> str:
@@ -71,7 +67,7 @@ def _numbered_dirs(root: str) -> list[tuple[int, str]]:
     for entry in fs.ls(base, detail=True):
         number = _number(entry["name"])
         if entry["type"] == "directory" and number is not None:
-            found.append((number, _join(root, version_name(entry["name"]))))
+            found.append((number, join(root, version_name(entry["name"]))))
     return sorted(found)
 
 
@@ -80,7 +76,7 @@ def is_version(path: str) -> bool:
     if _number(path) is None:
         return False
     fs, base = url_to_fs(path)
-    return fs.isfile(_join(base, CONFIG_FILE))
+    return fs.isfile(join(base, CONFIG_FILE))
 
 
 def list_versions(root: str) -> list[str]:
@@ -97,7 +93,7 @@ def is_flat_dataset(root: str) -> bool:
     """True for the flat layout of builds before versions: config.yaml directly in `root`,
     which is not itself a version."""
     fs, base = url_to_fs(root)
-    return fs.isfile(_join(base, CONFIG_FILE)) and not is_version(root)
+    return fs.isfile(join(base, CONFIG_FILE)) and not is_version(root)
 
 
 def check_dataset_dir(root: str) -> None:
@@ -126,7 +122,7 @@ def resolve(path: str) -> str:
 
 def read_config(version: str) -> dict:
     fs, base = url_to_fs(version)
-    with fs.open(_join(base, CONFIG_FILE), "r") as f:
+    with fs.open(join(base, CONFIG_FILE), "r") as f:
         return yaml.safe_load(f) or {}
 
 
@@ -134,7 +130,7 @@ def read_version_info(version: str) -> dict:
     """version.json, or what can be known without it (a version moved in from the flat
     layout has none): {"version": N, "created": ISO time or None, "config_sha256": ...}."""
     fs, base = url_to_fs(version)
-    path = _join(base, VERSION_FILE)
+    path = join(base, VERSION_FILE)
     if not fs.isfile(path):
         return {"version": _number(version), "created": None,
                 "config_sha256": config_sha256(read_config(version))}
@@ -173,14 +169,14 @@ def create_version(root: str, config: dict) -> str:
         except OSError as e:
             shutil.rmtree(tmp)
             if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise VersionExists(f"{_join(root, name)} was created by another builder") from e
+                raise VersionExists(f"{join(root, name)} was created by another builder") from e
             raise
     else:
-        if fs.exists(_join(base, name)):
-            raise VersionExists(f"{_join(root, name)} was created by another builder")
+        if fs.exists(join(base, name)):
+            raise VersionExists(f"{join(root, name)} was created by another builder")
         for file_name, data in files:
-            publish(_join(root, f"{name}/{file_name}"), data)
-    return _join(root, name)
+            publish(join(root, f"{name}/{file_name}"), data)
+    return join(root, name)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

@@ -98,10 +98,6 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def is_local(url: str) -> bool:
-    return isinstance(url_to_fs(url)[0], LocalFileSystem)
-
-
 def join(url: str, *names: str) -> str:
     """`url` + "/" + names, in the form `url` was given (a local path stays a path)."""
     if not is_url(url):
@@ -156,12 +152,6 @@ def list_names(url: str) -> set[str]:
             return {e.name for e in entries if e.is_file() and not e.name.startswith(".")}
     except FileNotFoundError:
         return set()
-
-
-def makedirs(url: str) -> None:
-    """Create a directory (and its parents); object stores need none."""
-    fs, path = url_to_fs(url)
-    fs.makedirs(path, exist_ok=True)
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -265,7 +255,8 @@ def download_tree(url: str, local_dir: str) -> None:
         fs.get_file(remote, target)
 
 
-def remove_tree(url: str) -> None:
+def remove(url: str) -> None:
+    """Delete a file, or a directory with everything under it; nothing if it is absent."""
     fs, path = url_to_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)

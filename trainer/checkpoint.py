@@ -155,7 +155,7 @@ class UrlCheckpoints:
             if rank == 0:
                 storage.publish_file(state_file, storage.join(target, STATE_FILE))
                 for old in self.complete()[:-self.keep_last]:
-                    storage.remove_tree(old)
+                    storage.remove(old)
             _barrier()
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -16,7 +16,7 @@ from schemas import storage
 def memory_root():
     root = f"memory://storage-test-{uuid.uuid4().hex[:8]}"
     yield root
-    storage.remove_tree(root)
+    storage.remove(root)
 
 
 def test_publish_is_atomic_on_local_disks_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from trainer.loop import init_distributed, write_run_config
 def run_url():
     root = f"memory://run-{uuid.uuid4().hex[:8]}"
     yield root
-    storage.remove_tree(root)
+    storage.remove(root)
 
 
 def save(store, step: int) -> str:

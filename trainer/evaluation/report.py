@@ -113,5 +113,5 @@ def write_report(out_dir: str, result: BenchResult, settings: dict) -> str:
         Image.fromarray(gallery).save(png, format="PNG")
         storage.publish(gallery_path, png.getvalue())
     elif storage.exists(gallery_path):  # a previous run's gallery would not match these results
-        storage.remove_tree(gallery_path)
+        storage.remove(gallery_path)
     return markdown
