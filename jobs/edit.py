@@ -4,8 +4,9 @@
                       [--checkpoints ROOT | --model-dir D --base D --ip-adapter D]
                       [--lcm-lora FILE] [--vae D] [--fusion full|midup|up] [--prompt TEXT]
                       [--steps N] [--guidance G] [--schedule S] [--scheduler ddim|lcm]
-                      [--seed N] [--candidates K] [--sequential K] [--resolution N]
-                      [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+                      [--seed N] [--candidates K] [--sequential K] [--resolution N|WxH]
+                      [--resize-back] [--keep-unmasked] [--device cpu|cuda]
+                      [--dtype fp32|fp16|bf16]
   python -m jobs.edit --image DRAGBENCH_SAMPLE_DIR --out OUT [options as above]
 
 Points are pixel coordinates of IN: x right, y down, origin top-left, pixel centres at
@@ -15,11 +16,19 @@ mask, points and prompt are used (--prompt overrides the prompt; --mask and --dr
 
 --checkpoints ROOT names a directory in the public layout (as `python -m jobs.make_tiny_model`
 writes): ROOT/lightning-drag-sd15, ROOT/stable-diffusion-inpainting (or
-dreamshaper-8-inpainting), ROOT/IP-Adapter/models, ROOT/lcm-lora-sdv1-5. --model-dir, --base
-and --ip-adapter override its parts. The LCM-LoRA is loaded only when --lcm-lora is given
-(then the scheduler defaults to lcm) or with --scheduler lcm (from ROOT if not given).
-Defaults: ddim 25 steps / lcm 8 steps, guidance 4 with the inverse-square schedule, the
-model's own resolution, cuda when available.
+dreamshaper-8-inpainting), ROOT/IP-Adapter/models, ROOT/lcm-lora-sdv1-5, and the VAE the
+release runs with, ROOT/sd-vae-ft-mse (or sd-vae-ft-ema; without either, the base model's own).
+--model-dir, --base, --ip-adapter and --vae override its parts. The LCM-LoRA is loaded only
+when --lcm-lora is given (then the scheduler defaults to lcm) or with --scheduler lcm (from
+ROOT if not given). Defaults, as the public release's demo: ddim 25 steps at guidance 4.0,
+lcm 8 steps at guidance 3.0, the inverse-square schedule; cuda when available.
+
+Size: by default the edit runs as the release runs it, at about the model resolution's area
+(512x512 for SD-1.5) with the input's aspect ratio, each side a multiple of 64 (a 1280x853
+photo runs at 640x448), and the result is that size; --resolution N (square) or WxH sets the
+size, --resize-back returns the result at the input's size. Points and mask are mapped with
+the image (schemas.coords); edit.json records the size that ran and the drag in the result's
+pixels.
 
 OUT (a directory, created) receives edited.png (candidate 0), edited_<k>.png for further
 candidates, side_by_side.png (the source with the drags drawn, then each candidate) and
@@ -65,6 +74,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def resolution_argument(text: str) -> int | tuple[int, int]:
+    """"512" -> 512 (square), "640x448" -> (640, 448)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise argparse.ArgumentTypeError(f"expected N or WxH with positive integers, got {text!r}")
+    return int(m.group(1)) if m.group(2) is None else (int(m.group(1)), int(m.group(2)))
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.edit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="edits to sample (default 1)")
     s.add_argument("--sequential", type=positive_int, default=1,
                    help="split the drag into this many successive edits (default 1)")
+    s.add_argument("--resize-back", action="store_true",
+                   help="return the edit at the input's size (default: at the size it ran)")
     return ap
 
 
@@ -93,7 +112,8 @@ def add_checkpoint_arguments(ap: argparse.ArgumentParser) -> None:
     ck.add_argument("--ip-adapter", metavar="D",
                     help="IP-Adapter directory (image_encoder/, ip-adapter_sd15.bin)")
     ck.add_argument("--lcm-lora", metavar="FILE", help="LCM-LoRA weights to fuse into the UNet")
-    ck.add_argument("--vae", metavar="D", help="VAE directory (default: the base model's)")
+    ck.add_argument("--vae", metavar="D", help="VAE directory (default: ROOT/sd-vae-ft-mse or "
+                    "ROOT/sd-vae-ft-ema when there, else the base model's vae/)")
     ck.add_argument("--fusion", choices=FUSION_MODES,
                     help="expect this fusion mode (default: the one the checkpoint was saved with)")
 
@@ -102,8 +122,8 @@ def add_sampling_arguments(ap: argparse.ArgumentParser):
     """The edit settings shared with jobs.evaluate; returns the group for more."""
     s = ap.add_argument_group("sampling")
     s.add_argument("--steps", type=positive_int, help="denoising steps (default 25 ddim, 8 lcm)")
-    s.add_argument("--guidance", type=float, default=4.0,
-                   help="point-guidance scale (default 4.0)")
+    s.add_argument("--guidance", type=float,
+                   help="point-guidance scale (default 4.0 with ddim, 3.0 with lcm)")
     s.add_argument("--schedule", default="inverse-square", choices=SCHEDULES,
                    help="how the guidance scale decays (default inverse-square)")
     s.add_argument("--scheduler", choices=SCHEDULERS,
@@ -111,8 +131,9 @@ def add_sampling_arguments(ap: argparse.ArgumentParser):
     s.add_argument("--seed", type=int, default=0, help="candidate k uses seed + k (default 0)")
     s.add_argument("--keep-unmasked", action="store_true",
                    help="keep every pixel outside the mask exactly as in the input")
-    s.add_argument("--resolution", type=positive_int,
-                   help="square model resolution in pixels (default: the model's)")
+    s.add_argument("--resolution", type=resolution_argument, metavar="N|WxH",
+                   help="the size to run at, multiples of 64 for SD-1.5 (default: about the "
+                        "model resolution's area with the input's aspect ratio)")
     s.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     s.add_argument("--dtype", default="fp32", choices=DTYPES, help="default fp32")
     return s
@@ -159,20 +180,21 @@ def _edit(args, scratch: str) -> int:
     load_seconds = time.perf_counter() - started
 
     from model.drawing import draw_drag, side_by_side
+    from schemas.coords import resize_image, resize_mask
     try:
         result = pipe(edit_input["image"], edit_input["mask"], edit_input["handles"],
                       edit_input["targets"], prompt=edit_input["prompt"], steps=args.steps,
                       guidance=args.guidance, schedule=args.schedule, seed=args.seed,
                       candidates=args.candidates, sequential=args.sequential,
                       scheduler=args.scheduler, resolution=args.resolution,
-                      keep_unmasked=args.keep_unmasked)
+                      resize_back=args.resize_back, keep_unmasked=args.keep_unmasked)
     except ValueError as e:  # DragInputError included
         raise UsageError(e) from None
     settings = {"fusion": pipe.model.fusion, "scheduler": result.scheduler, "steps": result.steps,
-                "guidance": args.guidance, "schedule": args.schedule, "seed": args.seed,
+                "guidance": result.guidance, "schedule": args.schedule, "seed": args.seed,
                 "candidates": args.candidates, "sequential": args.sequential,
                 "keep_unmasked": args.keep_unmasked, "resolution": list(result.resolution),
-                "device": device, "dtype": args.dtype}
+                "resize_back": args.resize_back, "device": device, "dtype": args.dtype}
 
     # Written locally first (OUT itself when local), uploaded when complete (a URL).
     out = args.out if not storage.is_url(args.out) else os.path.join(scratch, "out")
@@ -184,8 +206,9 @@ def _edit(args, scratch: str) -> int:
             storage.remove(storage.join(args.out, name))
     for name, im in zip(names, result.images):
         Image.fromarray(im).save(os.path.join(out, name))
-    source = draw_drag(edit_input["image"], edit_input["handles"], edit_input["targets"],
-                       edit_input["mask"])
+    # The source as the result's pixels are: at the size that ran, unless resized back.
+    source = draw_drag(resize_image(edit_input["image"], result.size), result.handles,
+                       result.targets, resize_mask(edit_input["mask"], result.size))
     labels = ["source"] + [f"candidate {k}" for k in range(len(result.images))]
     Image.fromarray(side_by_side([source, *result.images], labels)).save(
         os.path.join(out, "side_by_side.png"))
@@ -203,15 +226,18 @@ def _edit(args, scratch: str) -> int:
                    "load_seconds": load_seconds,
                    "unet_calls": result.unet_calls, "unet_samples": result.unet_samples,
                    "appearance_calls": result.appearance_calls},
-        "outputs": {"edited": names, "side_by_side": "side_by_side.png"},
+        "outputs": {"edited": names, "side_by_side": "side_by_side.png",
+                    "size": list(result.size), "handles": result.handles.tolist(),
+                    "targets": result.targets.tolist()},
     }
     with open(os.path.join(out, "edit.json"), "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
     if out != args.out:
         storage.upload_tree(out, args.out, last=("edit.json",))
-    print(f"edited {len(result.images)} candidate(s) in {result.seconds:.2f} s, "
-          f"{result.unet_calls} UNet calls -> {args.out}")
+    w, h = result.size
+    print(f"edited {len(result.images)} candidate(s) at {w}x{h} in {result.seconds:.2f} s, "
+          f"{result.unet_calls} UNet calls (VAE {paths['vae']}) -> {args.out}")
     return 0
 
 
@@ -338,7 +364,8 @@ def checkpoint_paths(args) -> dict:
         raise UsageError(f"{where} {paths['lcm_lora']}: file not found")
     if args.vae and not os.path.isdir(args.vae):
         raise UsageError(f"--vae {args.vae}: not a directory")
-    paths["vae"] = args.vae
+    from model.layout import vae_dir
+    paths["vae"] = args.vae or vae_dir(paths["base"], args.checkpoints)
     return paths
 
 

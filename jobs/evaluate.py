@@ -180,14 +180,22 @@ def _evaluate(args, data: str) -> int:
     sampling = dict(steps=args.steps, guidance=args.guidance, schedule=args.schedule,
                     scheduler=args.scheduler, seed=args.seed, seeds=args.seeds,
                     resolution=args.resolution, keep_unmasked=args.keep_unmasked)
-    editors = {"model": PipelineEditor(pipe, **sampling)}
+
+    def editor(pipe):
+        # DragBench's protocol edits at the model's square; user images (pairs) as the release
+        # does (DragEditPipeline.run_size). Either way the result comes back at the input size.
+        square = args.resolution is None and args.bench == "dragbench"
+        return PipelineEditor(pipe, **{**sampling,
+                                       "resolution": pipe.resolution if square else args.resolution})
+
+    editors = {"model": editor(pipe)}
     compared = {}
     for name, root in args.compare:
         other = argparse.Namespace(**{**vars(args), "checkpoints": root, "model_dir": None,
                                       "base": None, "ip_adapter": None, "lcm_lora": None,
                                       "vae": None})
         compared[name] = checkpoint_paths(other)
-        editors[name] = PipelineEditor(load_pipeline(other, compared[name], device), **sampling)
+        editors[name] = editor(load_pipeline(other, compared[name], device))
     if args.baselines != "none":
         editors[args.baselines] = BASELINE_EDITORS[args.baselines]
 
@@ -200,6 +208,8 @@ def _evaluate(args, data: str) -> int:
         result = _run_pairs(args, data, editors, lpips, device, progress)
     settings = {"data": args.data, "checkpoints": paths,
                 "compare": compared, "device": device, "dtype": args.dtype, **sampling,
+                "resolution": editors["model"].settings["resolution"] or "release rule",
+                **resolved_defaults(args, pipe),
                 "limit": args.limit, "alexnet": args.alexnet, "lpips": args.lpips}
     if args.bench == "dragbench":
         settings.update(dift_model=args.dift_model, dift_prompt=args.dift_prompt,
@@ -212,6 +222,16 @@ def _evaluate(args, data: str) -> int:
     print(write_report(args.out, result, settings), end="")
     model_ok = [r for r in result.rows if r["method"] == "model" and r["status"] == STATUS_OK]
     return 0 if model_ok else 1
+
+
+def resolved_defaults(args, pipe) -> dict:
+    """The scheduler, steps and guidance the model's edits used (the defaults filled in)."""
+    from model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    scheduler = args.scheduler or ("lcm" if pipe.lcm else "ddim")
+    return {"scheduler": scheduler,
+            "steps": args.steps or DEFAULT_STEPS[scheduler],
+            "guidance": DEFAULT_GUIDANCE[scheduler] if args.guidance is None else args.guidance}
 
 
 def _bench_data(args, data: str):

@@ -1,16 +1,20 @@
 """Drag-edit inference: source image + mask + handle/target points (+ prompt) -> edited images.
 
 One edit (one drag step):
-  1. the source is resized to the model resolution (points scaled by schemas.coords, the mask
-     by nearest neighbour), encoded by the VAE (the latent mean: deterministic);
+  1. the source is resized to the run size (by default the public release's rule: about the
+     model resolution's area, the input's aspect ratio, sides multiples of `size_multiple`;
+     schemas.coords owns the rule and the mapping of points, mask and pixels), encoded by the
+     VAE (the latent mean: deterministic);
   2. the appearance encoder runs once on the clean source latents; the point embedding runs
      once on the point maps; the image prompt (IP-Adapter) and text are encoded once;
   3. noise prior: the source latents noised to the last training timestep (999);
   4. DDIM or LCM steps; with point-following guidance every step evaluates the backbone on
      [uncond, cond] in one batch, where uncond keeps every image condition and zeroes only the
      point terms, and mixes them with the scale of the chosen schedule;
-  5. decode, and resize back to the input size; with `keep_unmasked`, every pixel outside the
-     mask is then the input's own (the mask is the editable region: nothing else may change).
+  5. decode; the result stays at the run size (as the release returns it), or with
+     `resize_back` is resized to the input size (benchmarks compare at their own sizes); with
+     `keep_unmasked`, every pixel outside the mask is then the source's own at that size (the
+     mask is the editable region: nothing else may change).
 Several candidates run as one batch, candidate k seeded with seed + k; a long drag can be split
 into `sequential` steps, each step editing the previous step's output.
 """
@@ -20,7 +24,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,11 +40,13 @@ from model.lora import fuse_lora
 from model.pixel_vae import PixelVAE
 from model.images import images_to_tensor, tensor_to_images
 from model.points import DragInputError, point_maps, validate_drag
-from schemas.coords import crop_resize, scale_points
+from schemas.coords import area_size, resize_image, resize_mask, round_to_pixel, scale_points
 
 SCHEDULES = ("none", "constant", "linear", "square", "inverse-square")
 SCHEDULERS = ("ddim", "lcm")
+# The public release's demo: 25 DDIM steps at point guidance 4.0, 8 LCM steps at 3.0.
 DEFAULT_STEPS = {"ddim": 25, "lcm": 8}
+DEFAULT_GUIDANCE = {"ddim": 4.0, "lcm": 3.0}
 NOISE_PRIOR_TIMESTEP = 999
 
 
@@ -61,7 +66,10 @@ def guidance_scale(schedule: str, scale: float, step: int, steps: int) -> float:
 
 @dataclass
 class EditResult:
-    images: list[np.ndarray]   # one HxWx3 uint8 image per candidate, at the input size
+    images: list[np.ndarray]   # one HxWx3 uint8 image per candidate, of `size`
+    size: tuple[int, int]      # (w, h) of the images: the run size, or the input's (resize_back)
+    handles: np.ndarray        # (N, 2) the drag in the images' pixel coordinates
+    targets: np.ndarray
     unet_calls: int            # backbone forward passes
     unet_samples: int          # backbone evaluations (forward passes x batch)
     appearance_calls: int      # appearance-encoder forward passes
@@ -69,7 +77,8 @@ class EditResult:
     denoise_seconds: float     # of which the denoising loops (the rest: encoders, VAE, resizing)
     scheduler: str             # the settings actually used, defaults resolved
     steps: int
-    resolution: tuple[int, int]
+    guidance: float
+    resolution: tuple[int, int]   # (w, h) the model ran at
 
 
 class DragEditPipeline:
@@ -186,9 +195,14 @@ class DragEditPipeline:
 
     # --- editing ---------------------------------------------------------------------------
 
-    def _check_resolution(self, resolution) -> tuple[int, int]:
+    def run_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The (w, h) an input of size=(w, h) runs at by default: the public release's rule
+        (`schemas.coords.area_size`) for the model's resolution and size multiple."""
+        return area_size(size, self.resolution[0], self.size_multiple)
+
+    def _run_resolution(self, resolution, size) -> tuple[int, int]:
         if resolution is None:
-            return self.resolution
+            return self.run_size(size)
         w, h = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
         m = self.size_multiple
         if w <= 0 or h <= 0 or w % m or h % m:
@@ -197,9 +211,13 @@ class DragEditPipeline:
 
     @torch.inference_mode()
     def __call__(self, image, mask, handles, targets, prompt: str = "", steps: int | None = None,
-                 guidance: float = 4.0, schedule: str = "inverse-square", seed: int = 0,
+                 guidance: float | None = None, schedule: str = "inverse-square", seed: int = 0,
                  candidates: int = 1, sequential: int = 1, scheduler: str | None = None,
-                 resolution=None, keep_unmasked: bool = False) -> EditResult:
+                 resolution=None, resize_back: bool = False,
+                 keep_unmasked: bool = False) -> EditResult:
+        """`resolution`: None (the release's rule, `run_size`), N (N x N) or (w, h), multiples
+        of `size_multiple`. `steps` and `guidance` default per scheduler (DEFAULT_STEPS,
+        DEFAULT_GUIDANCE); `scheduler` to lcm when an LCM-LoRA is fused, else ddim."""
         image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise DragInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
@@ -217,19 +235,21 @@ class DragEditPipeline:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         steps = DEFAULT_STEPS[scheduler] if steps is None else steps
+        guidance = DEFAULT_GUIDANCE[scheduler] if guidance is None else guidance
         if steps < 1 or candidates < 1 or sequential < 1:
             raise ValueError("steps, candidates and sequential must be at least 1")
 
         started = time.perf_counter()
-        res = self._check_resolution(resolution)
-        source = images_to_tensor([crop_resize(image, (0, 0, *size), res)])
-        source = source.to(self.device, self.dtype)
-        # Nearest neighbour with pixel centres (the half-pixel rule the points follow), as the
-        # trainer resizes masks; cv2.INTER_NEAREST would shift the mask by up to half a pixel.
-        mask_res = cv2.resize((mask > 0).astype(np.uint8), res,
-                              interpolation=cv2.INTER_NEAREST_EXACT)
-        mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
+        res = self._run_resolution(resolution, size)
+        source_image = resize_image(image, res)
+        source = images_to_tensor([source_image]).to(self.device, self.dtype)
         h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
+        # The resized mask covers every mapped point, as the input's covers the points: a
+        # thin region can lose the point's pixel to the nearest-neighbour sampling.
+        mask_res = resize_mask((mask > 0).astype(np.uint8), res)
+        for x, y in round_to_pixel(np.concatenate([h_res, t_res]), res):
+            mask_res[y, x] = 1
+        mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
         generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(candidates)]
         counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0,
                   "denoise_seconds": 0.0}
@@ -238,11 +258,19 @@ class DragEditPipeline:
             step_targets = h_res + (t_res - h_res) * ((k + 1) / sequential)
             source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
                                 guidance, schedule, generators, scheduler, counts)
-        images = [crop_resize(im, (0, 0, *res), size) for im in tensor_to_images(source)]
-        if keep_unmasked:  # at the input size, so those pixels are the input's exactly
-            images = [np.where(mask[..., None] > 0, im, image) for im in images]
-        return EditResult(images=images, seconds=time.perf_counter() - started, scheduler=scheduler,
-                          steps=steps, resolution=res, **counts)
+        images = tensor_to_images(source)
+        if resize_back:
+            images = [resize_image(im, size) for im in images]
+            out_size, reference, out_mask, out_handles, out_targets = \
+                size, image, mask, handles, targets
+        else:
+            out_size, reference, out_mask, out_handles, out_targets = \
+                res, source_image, mask_res, h_res, t_res
+        if keep_unmasked:  # at the output size, so those pixels are the source's exactly
+            images = [np.where(out_mask[..., None] > 0, im, reference) for im in images]
+        return EditResult(images=images, size=out_size, handles=out_handles, targets=out_targets,
+                          seconds=time.perf_counter() - started, scheduler=scheduler,
+                          steps=steps, guidance=guidance, resolution=res, **counts)
 
     def _edit(self, source, mask, handles, targets, prompt, steps, guidance, schedule,
               generators, scheduler_name, counts) -> torch.Tensor:

@@ -74,7 +74,9 @@ def validate_drag(handles, targets, size: tuple[int, int], mask: np.ndarray | No
 def point_maps(handles, targets, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, 1, h, w) float maps holding label i+1 at pair i's pixel, 0 elsewhere.
 
-    A later pair overwrites an earlier one on the same pixel, as in the public release."""
+    A later pair overwrites an earlier one on the same pixel: a defined answer where the
+    public release's indexed assignment leaves the result unspecified (PyTorch does not order
+    writes to repeated indices)."""
     w, h = size
     maps = []
     for pts in (handles, targets):

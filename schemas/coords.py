@@ -11,8 +11,11 @@ Frames pass through three spaces:
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
+from PIL import Image
 
 
 def rotate_frame(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -52,6 +55,36 @@ def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarr
         return np.ascontiguousarray(crop)
     interp = cv2.INTER_AREA if w >= out_size[0] else cv2.INTER_LINEAR
     return cv2.resize(crop, tuple(out_size), interpolation=interp)
+
+
+def area_size(size: tuple, side: int, multiple: int) -> tuple[int, int]:
+    """The public release's editing size for an image of size=(w, h): about side x side pixels
+    in area with the image's aspect ratio, each side rounded to the nearest multiple of
+    `multiple` (a half to even, as numpy rounds), and at least one multiple. SD-1.5 at 512 and
+    64: a 1280x853 photo runs at 640x448, 512x512 stays 512x512."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image size must be positive, got {w}x{h}")
+    k = math.sqrt(side * side / (w * h))
+    return tuple(max(1, round(v * k / multiple)) * multiple for v in (w, h))
+
+
+def resize_image(image: np.ndarray, size: tuple) -> np.ndarray:
+    """HxWx3 uint8 -> the same image at size=(w, h), Lanczos-resampled as the public release
+    does (PIL's filter: antialiased when shrinking, pixel centres on the half-pixel rule)."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(image).resize(tuple(size), Image.LANCZOS))
+
+
+def resize_mask(mask: np.ndarray, size: tuple) -> np.ndarray:
+    """HxW uint8 mask -> the same values at size=(w, h), by nearest neighbour with pixel centres
+    (the half-pixel rule the points follow; cv2.INTER_NEAREST would shift the mask by up to half
+    a pixel)."""
+    mask = np.asarray(mask)
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    return cv2.resize(mask, tuple(size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def inside_image(pts: np.ndarray, size: tuple) -> np.ndarray:

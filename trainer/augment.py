@@ -21,7 +21,6 @@ nearest-neighbour resampling shaved a pixel off the edge of the region.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from schemas import coords
@@ -48,8 +47,7 @@ def _apply(source, target, mask, handles, targets, box, out_size: int, flip: boo
     source = coords.crop_resize(source, box, out)
     target = coords.crop_resize(target, box, out)
     crop = mask[y0:y0 + bh, x0:x0 + bw]
-    mask = crop if (bw, bh) == out else cv2.resize(crop, out,
-                                                   interpolation=cv2.INTER_NEAREST_EXACT)
+    mask = coords.resize_mask(crop, out)
     handles = np.clip(handles, 0, out_size - 1)
     targets = np.clip(targets, 0, out_size - 1)
     if flip:

@@ -197,7 +197,7 @@ def validation_image(pipe: DragEditPipeline, pairs: list[dict], cfg: Config) -> 
     for p in pairs:
         edited = pipe(p["source"], p["mask"], p["handles"], p["targets"], prompt=cfg.model.prompt,
                       steps=cfg.log.val_steps, seed=cfg.train.seed, scheduler="ddim",
-                      resolution=cfg.data.resolution).images[0]
+                      resolution=cfg.data.resolution, resize_back=True).images[0]
         source = draw_drag(p["source"], p["handles"], p["targets"], p["mask"])
         rows.append(side_by_side([source, edited, p["target"]], ["source", "edit", "target"]))
     return np.concatenate(rows, axis=0)
@@ -250,8 +250,8 @@ def write_run_config(cfg: Config) -> str:
 def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
     paths = checkpoint_paths(cfg.model.checkpoints)
     return DragEditPipeline.from_pretrained(
-        cfg.model.init or None, paths["base"], paths["ip_adapter"], fusion=cfg.model.fusion,
-        device=device, dtype=DTYPES[cfg.train.precision],
+        cfg.model.init or None, paths["base"], paths["ip_adapter"], vae_dir=paths["vae"],
+        fusion=cfg.model.fusion, device=device, dtype=DTYPES[cfg.train.precision],
         point_embed_dim=cfg.model.point_embed_dim, point_proj_init=cfg.model.point_proj_init)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from jobs import edit as edit_job
 from jobs import make_tiny_model as make_job
 from model.drawing import draw_drag, side_by_side
 from model.pipeline import DragEditPipeline
+from schemas.coords import scale_points
 from schemas.dragbench import load_sample
 from tests.conftest import REPO
 
@@ -88,7 +90,8 @@ def test_make_tiny_model_writes_the_public_layout(job_checkpoints):
     assert printed == {"base": str(out / "stable-diffusion-inpainting"),
                        "ip_adapter": str(out / "IP-Adapter" / "models"),
                        "model_dir": str(out / "lightning-drag-sd15"),
-                       "lcm_lora": str(out / LAYOUT_FILES[-1])}
+                       "lcm_lora": str(out / LAYOUT_FILES[-1]),
+                       "vae": str(out / "stable-diffusion-inpainting" / "vae")}
 
 
 def test_make_tiny_model_refuses_a_non_empty_dir(tmp_path):
@@ -158,13 +161,14 @@ def test_edit_png_two_candidates(checkpoints, inputs, tmp_path):
     assert code == 0, stderr
     assert sorted(os.listdir(out)) == ["edit.json", "edited.png", "edited_1.png",
                                        "side_by_side.png"]
+    # 96x80 runs at the tiny model's area (64x64, multiples of 64) and comes back at that size.
     edited = [read_png(out / "edited.png"), read_png(out / "edited_1.png")]
     for im in edited:
-        assert im.shape == (H, W, 3) and im.dtype == np.uint8
+        assert im.shape == (64, 64, 3) and im.dtype == np.uint8
     assert not np.array_equal(edited[0], edited[1])  # candidate k is seeded with seed + k
     panel = read_png(out / "side_by_side.png")
-    assert panel.shape[1] == 3 * W + 2 * 4 and panel.shape[0] > H  # a label strip on top
-    np.testing.assert_array_equal(panel[-H:, W + 4:2 * W + 4], edited[0])
+    assert panel.shape[1] == 3 * 64 + 2 * 4 and panel.shape[0] > 64  # a label strip on top
+    np.testing.assert_array_equal(panel[-64:, 64 + 4:2 * 64 + 4], edited[0])
 
     record = json.loads((out / "edit.json").read_text())
     assert record["result"]["unet_calls"] == 2
@@ -178,8 +182,15 @@ def test_edit_png_two_candidates(checkpoints, inputs, tmp_path):
     settings = record["settings"]
     assert (settings["scheduler"], settings["steps"], settings["candidates"]) == ("ddim", 2, 2)
     assert (settings["resolution"], settings["device"], settings["dtype"]) == ([64, 64], "cpu", "fp32")
-    assert last_line(stdout).startswith("edited 2 candidate(s) in ")
-    assert last_line(stdout).endswith(f" s, 2 UNet calls -> {out}")
+    assert (settings["guidance"], settings["resize_back"]) == (4.0, False)
+    outputs = record["outputs"]
+    assert outputs["size"] == [64, 64]
+    assert outputs["handles"] == scale_points(HANDLES, (W, H), (64, 64)).tolist()
+    assert outputs["targets"] == scale_points(TARGETS, (W, H), (64, 64)).tolist()
+    vae = checkpoints / "stable-diffusion-inpainting" / "vae"
+    assert record["checkpoints"]["vae"] == str(vae)
+    assert last_line(stdout).startswith("edited 2 candidate(s) at 64x64 in ")
+    assert last_line(stdout).endswith(f" s, 2 UNet calls (VAE {vae}) -> {out}")
 
 
 def test_edit_lcm_with_the_job_made_checkpoints(job_checkpoints, inputs, tmp_path):
@@ -190,14 +201,16 @@ def test_edit_lcm_with_the_job_made_checkpoints(job_checkpoints, inputs, tmp_pat
                                    "--out", out, "--checkpoints", root, "--scheduler", "lcm",
                                    "--steps", 2)
     assert code == 0, stderr
-    assert read_png(out / "edited.png").shape == (H, W, 3)
+    assert read_png(out / "edited.png").shape == (64, 64, 3)
     assert not (out / "edited_1.png").exists()
     record = json.loads((out / "edit.json").read_text())
     assert record["settings"]["scheduler"] == "lcm" and record["settings"]["steps"] == 2
+    assert record["settings"]["guidance"] == 3.0  # the release's LCM default
     assert record["checkpoints"]["lcm_lora"] == str(root / LAYOUT_FILES[-1])
     assert record["checkpoints"]["base"] == str(root / "stable-diffusion-inpainting")
     assert record["result"]["unet_calls"] == 2 and record["result"]["appearance_calls"] == 1
-    assert last_line(stdout).endswith(f" s, 2 UNet calls -> {out}")
+    assert last_line(stdout).endswith(f" s, 2 UNet calls (VAE {record['checkpoints']['vae']}) "
+                                      f"-> {out}")
 
 
 def test_edit_dragbench_sample(checkpoints, tmp_path):
@@ -206,7 +219,7 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = run_job("edit", "--image", DRAGBENCH, "--out", out, "--checkpoints",
                                    checkpoints, "--steps", 2, "--resolution", 64,
-                                   "--keep-unmasked")
+                                   "--keep-unmasked", "--resize-back")
     assert code == 0, stderr
     edited = read_png(out / "edited.png")
     assert edited.shape == (h, w, 3)
@@ -214,7 +227,7 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     assert np.array_equal(edited[outside], sample.image[outside])  # --keep-unmasked
     assert not np.array_equal(edited, sample.image)
     record = json.loads((out / "edit.json").read_text())
-    assert record["settings"]["keep_unmasked"] is True
+    assert record["settings"]["keep_unmasked"] is True and record["outputs"]["size"] == [w, h]
     assert record["inputs"]["dragbench_sample"] is True and record["inputs"]["mask"] is None
     assert record["inputs"]["size"] == [w, h] and record["inputs"]["prompt"] == sample.prompt
     assert record["inputs"]["handles"] == sample.handles.tolist()
@@ -222,6 +235,64 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     assert record["settings"]["resolution"] == [64, 64]
     assert record["result"]["unet_calls"] == 2
     assert read_png(out / "side_by_side.png").shape[1] == 2 * w + 4
+
+
+def test_edit_a_photo_at_the_release_size_and_at_a_chosen_one(tmp_path):
+    # A model of 512 px (multiples of 64, as SD-1.5): a 1280x853 photo runs at 640x448 and
+    # comes back at that size, with the drag mapped into its pixels by the half-pixel rule.
+    root = tmp_path / "ck512"
+    code, _, stderr = run_job("make_tiny_model", "--out", root, "--resolution", 512)
+    assert code == 0, stderr
+    rng = np.random.default_rng(0)
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(rng.integers(0, 256, (853, 1280, 3), dtype=np.uint8)).save(photo)
+    editable = np.zeros((853, 1280), np.uint8)
+    editable[200:700, 300:1000] = 255
+    Image.fromarray(editable).save(mask)
+    drag = "400,300->600,450; 901,650->820,600"
+    out = tmp_path / "out"
+    code, stdout, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
+                                   "--out", out, "--checkpoints", root, "--steps", 1,
+                                   "--schedule", "none")
+    assert code == 0, stderr
+    assert read_png(out / "edited.png").shape == (448, 640, 3)
+    record = json.loads((out / "edit.json").read_text())
+    assert record["settings"]["resolution"] == record["outputs"]["size"] == [640, 448]
+    handles = scale_points([[400, 300], [901, 650]], (1280, 853), (640, 448))
+    assert record["outputs"]["handles"] == handles.tolist()
+    assert record["outputs"]["handles"][0] == [(400.5) / 2 - 0.5, (300.5) * 448 / 853 - 0.5]
+    assert " at 640x448 in " in last_line(stdout)
+
+    code, _, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
+                              "--out", tmp_path / "wide", "--checkpoints", root, "--steps", 1,
+                              "--schedule", "none", "--resolution", "256x128")
+    assert code == 0, stderr
+    assert read_png(tmp_path / "wide" / "edited.png").shape == (128, 256, 3)
+    code, _, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
+                              "--out", tmp_path / "bad", "--checkpoints", root,
+                              "--resolution", "100x64")
+    assert code == 2
+    assert last_line(stderr) == "error: resolution 100x64 must be positive multiples of 64"
+
+
+def test_edit_takes_the_release_vae_from_the_checkpoints_root(job_checkpoints, inputs, tmp_path):
+    from model.tiny_base import save_tiny_vae
+
+    root = tmp_path / "ck"
+    shutil.copytree(job_checkpoints[0], root)
+    image, mask = inputs
+    args = ["--image", image, "--mask", mask, "--drag", DRAG, "--checkpoints", root,
+            "--steps", 1]
+    code, _, stderr = run_job("edit", *args, "--out", tmp_path / "base-vae")
+    assert code == 0, stderr
+    save_tiny_vae(str(root / "sd-vae-ft-mse"), seed=9)  # another VAE: another edit
+    code, stdout, stderr = run_job("edit", *args, "--out", tmp_path / "mse")
+    assert code == 0, stderr
+    record = json.loads((tmp_path / "mse" / "edit.json").read_text())
+    assert record["checkpoints"]["vae"] == str(root / "sd-vae-ft-mse")
+    assert f"(VAE {root / 'sd-vae-ft-mse'})" in last_line(stdout)
+    assert not np.array_equal(read_png(tmp_path / "mse" / "edited.png"),
+                              read_png(tmp_path / "base-vae" / "edited.png"))
 
 
 # --- edit: bad inputs -------------------------------------------------------------------------
@@ -325,7 +396,8 @@ def test_edit_usage_errors(case, message, checkpoints, inputs, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv", [["--steps", "0"], ["--candidates", "-1"], ["--schedule", "x"],
-                                  ["--fusion", "down"], []])
+                                  ["--fusion", "down"], ["--resolution", "640x"],
+                                  ["--resolution", "0x64"], ["--resolution", "64x64x3"], []])
 def test_edit_bad_flags_exit_2(argv, capsys):
     required = [] if not argv else ["--image", "i.png", "--out", "o"]
     with pytest.raises(SystemExit) as e:

@@ -284,7 +284,7 @@ def test_evaluate_and_edit_read_and_write_urls(s3, bucket, s3_dataset, checkpoin
     assert set(edited) == {"edited.png", "edited_1.png", "side_by_side.png", "edit.json"}
     record = json.loads(edited["edit.json"])
     assert record["inputs"]["image"] == f"{bucket}/inputs/photo.png"
-    assert Image.open(io.BytesIO(edited["edited.png"])).size == (96, 80)
+    assert Image.open(io.BytesIO(edited["edited.png"])).size == (64, 64)  # the run size
     code, log = run_job("edit", "--checkpoints", checkpoints, "--image",
                         f"{bucket}/inputs/nothing.png", "--mask", f"{bucket}/inputs/mask.png",
                         "--drag", "30,30->40,35", "--out", edit_out)

@@ -30,7 +30,8 @@ def test_every_fusion_mode_and_schedule_edits(pipe, fusion, schedule):
         hook_a.remove()
         hook_b.remove()
     batch = 1 if schedule == "none" else 2
-    assert [im.shape for im in r.images] == [image.shape]
+    assert r.size == r.resolution == (64, 64)  # 96x80 at the tiny model's area, multiples of 64
+    assert [im.shape for im in r.images] == [(64, 64, 3)]
     assert r.images[0].dtype == np.uint8
     assert (r.unet_calls, r.unet_samples, r.appearance_calls) == (3, 3 * batch, 1)
     assert (len(backbone), len(appearance)) == (3, 1)  # the encoder runs once per edit
@@ -93,7 +94,7 @@ def test_points_guidance_and_scheduler_each_change_the_result(pipe):
 @pytest.mark.parametrize("candidates", [1, 2])
 def test_keep_unmasked_keeps_the_input_outside_the_mask_and_the_edit_inside(pipe, candidates):
     image, mask, h, t = scene()
-    kw = dict(steps=2, scheduler="ddim", seed=5, candidates=candidates)
+    kw = dict(steps=2, scheduler="ddim", seed=5, candidates=candidates, resize_back=True)
     edited = pipe(image, mask, h, t, **kw).images
     kept = pipe(image, mask, h, t, keep_unmasked=True, **kw).images
     inside = mask > 0
@@ -108,7 +109,7 @@ def test_bf16_edit_runs(tiny_paths):
                                          tiny_paths["ip_adapter"], dtype=torch.bfloat16)
     image, mask, h, t = scene()
     r = p(image, mask, h, t, steps=2)
-    assert p.model.unet.dtype == torch.bfloat16 and r.images[0].shape == image.shape
+    assert p.model.unet.dtype == torch.bfloat16 and r.images[0].shape == (64, 64, 3)
 
 
 @pytest.mark.parametrize("change, error, message", [

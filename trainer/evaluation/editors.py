@@ -28,15 +28,16 @@ class PipelineEditor:
     """`seeds` images per edit, seeded seed, seed + 1, ... and made as one batch (the pipeline's
     candidates), so `seconds` is the batch's time over `seeds`; `settings` are the other
     DragEditPipeline.__call__ keywords (steps, guidance, schedule, scheduler, seed, resolution,
-    ...). The pipeline resizes the image, the mask and the points to the model resolution and
-    the result back to the input size."""
+    ...). The pipeline resizes the image, the mask and the points to the run size (the
+    `resolution` setting, by default the release's rule) and the result back to the input size,
+    where the benchmark's references are."""
 
     def __init__(self, pipe: DragEditPipeline, seeds: int = 1, **settings):
         self.pipe, self.seeds, self.settings = pipe, seeds, settings
 
     def __call__(self, image, mask, handles, targets, prompt) -> Edit:
         result = self.pipe(image, mask, handles, targets, prompt=prompt, candidates=self.seeds,
-                           **self.settings)
+                           resize_back=True, **self.settings)
         return Edit(images=result.images, seconds=result.seconds / len(result.images))
 
 

@@ -19,7 +19,6 @@ Both are read with safetensors or torch.load(weights_only=True).
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from torch import nn
 
 from model.checkpoint import check_state_dict, load_tensor_file
 from model.images import images_to_tensor
+from schemas.coords import resize_mask
 
 ALEXNET_CHANNELS = (64, 192, 384, 256, 256)   # channels of the five ReLU outputs
 ALEXNET_TAPS = (1, 4, 7, 9, 11)               # indices in `features` of those ReLUs
@@ -139,8 +139,7 @@ def region_distances(lpips: LPIPS, a: np.ndarray, b: np.ndarray,
     and over the rest; NaN for an empty region."""
     device = lpips.shift.device
     dmap = lpips.distance_map(_input(a, device), _input(b, device))[0, 0].cpu().numpy()
-    inside = cv2.resize((mask > 0).astype(np.uint8), (LPIPS_SIZE, LPIPS_SIZE),
-                        interpolation=cv2.INTER_NEAREST_EXACT) > 0
+    inside = resize_mask((mask > 0).astype(np.uint8), (LPIPS_SIZE, LPIPS_SIZE)) > 0
     return _region_mean(dmap, inside), _region_mean(dmap, ~inside)
 
 
