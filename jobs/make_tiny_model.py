@@ -1,13 +1,17 @@
 """Write a tiny random LightningDrag checkpoints directory in the public layout.
 
   python -m jobs.make_tiny_model --out DIR [--seed N] [--fusion full|midup|up] [--force]
-      [--resolution 64] [--pixel-vae-factor F] [--block-out-channels 32,64] [--prediction-type T]
+      [--release-compatible] [--resolution 64] [--pixel-vae-factor F]
+      [--block-out-channels 32,64] [--prediction-type T]
 
 DIR gets stable-diffusion-inpainting/, IP-Adapter/models/, lightning-drag-sd15/ and
 lcm-lora-sdv1-5/ (see model.tiny), the same names as the released checkpoints, so every tool
 that takes `--checkpoints ROOT` runs on it (e.g. `python -m jobs.edit --checkpoints DIR ...`).
 Weights are seeded random: good for plumbing, tests and demos, not for images. Prints one
-`name: path` line per component. A DIR that exists and is not empty is refused unless --force
+`name: path` line per component. --release-compatible writes a tree the public release's code
+also loads (two layers per UNet block, a point embedding of width 16, sd-vae-ft-mse/; about
+300 MB, most of it the release-size point embedding); without it the tree is smaller and faster
+for tests. A DIR that exists and is not empty is refused unless --force
 (which writes over the files there and leaves other files alone).
 Exit status: 0 written, 1 failure, 2 bad usage.
 """
@@ -33,6 +37,8 @@ def main(argv=None) -> int:
                     help="which backbone self-attention layers read appearance and points "
                          "(default full)")
     ap.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    ap.add_argument("--release-compatible", action="store_true",
+                    help="a tree the public release's code loads too (larger)")
     small = ap.add_argument_group("a small world's model (for training from scratch)")
     small.add_argument("--resolution", type=int, default=64, help="pixels (default 64)")
     small.add_argument("--pixel-vae-factor", type=int, default=0, metavar="F",
@@ -62,6 +68,7 @@ def main(argv=None) -> int:
     try:
         paths = save_tiny_checkpoints(
             args.out, seed=args.seed, fusion=args.fusion, point_embed_dim=args.point_embed_dim,
+            release_compatible=args.release_compatible,
             resolution=args.resolution, pixel_vae_factor=args.pixel_vae_factor,
             block_out_channels=widths, prediction_type=args.prediction_type)
     except ValueError as e:

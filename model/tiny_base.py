@@ -14,8 +14,8 @@ import os
 import diffusers
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 from transformers import (
-    CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPVisionConfig,
@@ -99,14 +99,17 @@ def _save_tokenizer(out_dir: str) -> int:
 def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TINY_RESOLUTION,
                               pixel_vae_factor: int = 0,
                               block_out_channels: tuple = (32, 32, 64, 64),
-                              prediction_type: str = "epsilon") -> None:
+                              prediction_type: str = "epsilon",
+                              layers_per_block: int = 1) -> None:
     """Write a tiny random StableDiffusionInpaintPipeline directory (SD-1.5-inpainting layout).
 
     pixel_vae_factor=0: a random AutoencoderKL with SD's 8x scale factor. pixel_vae_factor=f:
     an exact space-to-depth `PixelVAE` of factor f instead (3*f*f latent channels), for small
     worlds trained from scratch. The UNet has SD's block pattern (cross-attention blocks, then
     one plain block at the coarsest scale) with `block_out_channels`. prediction_type: what
-    the UNet predicts (the scheduler's setting: epsilon as SD-1.5, v_prediction, sample)."""
+    the UNet predicts (the scheduler's setting: epsilon as SD-1.5, v_prediction, sample).
+    layers_per_block: SD-1.5 has 2 (up blocks then hold 3 attentions, which the public
+    release's code indexes); 1 is half the work for tests."""
     factor = pixel_vae_factor or 8
     cell = factor * 2 ** (len(block_out_channels) - 1)
     if resolution % cell:
@@ -126,7 +129,7 @@ def save_tiny_inpainting_base(out_dir: str, seed: int = 0, resolution: int = TIN
             mid_block_type="UNetMidBlock2DCrossAttn",
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
             block_out_channels=tuple(block_out_channels),
-            layers_per_block=1,
+            layers_per_block=layers_per_block,
             norm_num_groups=8,
             attention_head_dim=8,  # diffusers' SD naming: this is the number of heads
             cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
@@ -211,22 +214,26 @@ def save_tiny_text_encoder(out_dir: str, seed: int = 0) -> None:
             pad_token_id=vocab[_EOS],
         ))
     text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
+    # transformers 5 saves the keys without the model's `text_model.` prefix; 4.x, which the
+    # public release runs, initialises such a file at random. Both read the prefixed keys.
+    weights = os.path.join(out_dir, "text_encoder", "model.safetensors")
+    state = load_file(weights)
+    save_file({k if k.startswith("text_model.") else f"text_model.{k}": v
+               for k, v in state.items()}, weights, metadata={"format": "pt"})
 
 
 def save_tiny_image_encoder(out_dir: str, seed: int = 0) -> None:
-    """Write a tiny random CLIP image encoder like IP-Adapter's models/image_encoder/."""
+    """Write a tiny random CLIP image encoder like IP-Adapter's models/image_encoder/: 224 px
+    input (CLIP's, which the public release feeds whatever the directory says) and, as there,
+    no preprocessor_config.json."""
     with _seeded(seed):
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
+            image_size=224,
+            patch_size=32,
             projection_dim=TINY_IMAGE_EMBED_DIM,
         ))
     encoder.save_pretrained(out_dir)
-    # Resize/crop to the tiny encoder's 32 px input; mean/std stay CLIP's defaults.
-    CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-    ).save_pretrained(out_dir)

@@ -51,8 +51,10 @@ def test_layout_matches_real_checkpoints(base_dir, encoder_dir):
     assert index["_class_name"] == "StableDiffusionInpaintPipeline"
     assert index["safety_checker"] == [None, None] and index["feature_extractor"] == [None, None]
     assert (base / "tokenizer/merges.txt").read_text().startswith("#version: 0.2\n")
-    for rel in ["config.json", "model.safetensors", "preprocessor_config.json"]:
+    for rel in ["config.json", "model.safetensors"]:
         assert (Path(encoder_dir) / rel).is_file(), rel
+    # As IP-Adapter's models/image_encoder/: no preprocessor file (CLIP's 224 px defaults).
+    assert not (Path(encoder_dir) / "preprocessor_config.json").exists()
 
 
 def test_unet(base_dir):
@@ -106,10 +108,10 @@ def test_scheduler(base_dir):
 def test_image_encoder(encoder_dir):
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    proc = CLIPImageProcessor.from_pretrained(encoder_dir)
+    proc = CLIPImageProcessor()
     enc = CLIPVisionModelWithProjection.from_pretrained(encoder_dir)
     pixels = proc(images=Image.new("RGB", (100, 80), (120, 30, 200)), return_tensors="pt").pixel_values
-    assert pixels.shape == (1, 3, 32, 32)
+    assert pixels.shape == (1, 3, 224, 224) and enc.config.image_size == 224
     with torch.no_grad():
         assert enc(pixels).image_embeds.shape == (1, TINY_IMAGE_EMBED_DIM)
 
