@@ -22,6 +22,10 @@ layers). --compare NAME=ROOT (repeatable) also evaluates the model of another ch
 Nothing is downloaded; `python -m jobs.make_tiny_extractors --out DIR` writes tiny random
 stand-ins. See docs/evaluation.md.
 
+Sizes: --resolution N|WxH when given; otherwise DragBench edits at the model's square (its
+protocol) and pairs run as the release runs user images (about the model resolution's area
+with the input's aspect ratio); results are compared at the input's size.
+
 OUT receives results.parquet and results.csv (one row per sample and method), summary.md (also
 printed), summary.json and gallery.png; progress lines go to stderr. --data and OUT may be fsspec
 URLs (s3://bucket/pairs-heldout, s3://bucket/eval/exp1); a DragBench root on a URL is copied
