@@ -5,7 +5,7 @@
     <root>/IP-Adapter/models/ip-adapter_sd15.bin
     <root>/lightning-drag-sd15/                appearance_encoder/, point_embedding/, attn .bin
     <root>/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors   (kohya keys, as released)
-    <root>/sd-vae-ft-mse/                      with release_vae: the VAE the release runs with
+    <root>/sd-vae-ft-mse/                      release_compatible only: the VAE the release runs with
 
 The names mirror the public checkpoints directory (model.layout), so every tool takes
 `--checkpoints <root>` for either. Weights are seeded random: the point projections and LoRA
