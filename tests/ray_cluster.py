@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,9 +25,11 @@ from tests.conftest import REPO
 
 VENV_BIN = os.path.dirname(sys.executable)
 # Token authentication on (clients that name an address must say so), and kept on loopback
-# (otherwise Ray swaps 127.0.0.1 for the machine's routable address).
+# (otherwise Ray swaps 127.0.0.1 for the machine's routable address). The token is this test
+# session's own: `ray start --head` refuses token mode without one, and a fresh machine has no
+# ~/.ray/auth_token (the tests never write to the user's).
 LOOPBACK_NODES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-LOOPBACK = {**LOOPBACK_NODES, "RAY_AUTH_MODE": "token"}
+LOOPBACK = {**LOOPBACK_NODES, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
