@@ -23,7 +23,7 @@ from pipeline import synthetic  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.isolate import IsolatedRunner  # noqa: E402
 from pipeline.plan import Unit  # noqa: E402
-from pipeline.stages import process_unit_local  # noqa: E402
+from pipeline.unit import process_unit_local  # noqa: E402
 from pipeline.tracking import make_tracker  # noqa: E402
 from schemas import coords  # noqa: E402
 from schemas.validate import read_shard  # noqa: E402

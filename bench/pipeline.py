@@ -200,7 +200,7 @@ class Baseline:
 
 
 def run_pipeline(unit, cfg, runner, tracker, out_root: str) -> dict:
-    from pipeline.stages import finish_unit, prepare_unit, track_clips, unit_clips
+    from pipeline.unit import finish_unit, prepare_unit, track_clips, unit_clips
 
     t0 = time.perf_counter()
     prepared = prepare_unit(unit, cfg, runner)
@@ -227,7 +227,7 @@ def diagnose(paths, cfg, infos) -> list[dict]:
     """Per video, in this process: probe time and the whole prepare_video time."""
     from pipeline import plan
     from pipeline.decode import probe
-    from pipeline.process import prepare_video
+    from pipeline.video import prepare_video
     from pipeline.sampling import seed_for
 
     result = []
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     cfg = PipelineConfig().validate()
     unit = plan.Unit("pairs-000000", "files", tuple(paths))
     tracker = make_tracker(cfg.track)
-    import pipeline.stages  # noqa: F401 - import everything the stages need before measuring
+    import pipeline.unit  # noqa: F401 - import everything the stages need before measuring
     main_imports_kib = proc_kib(field="VmRSS")
     runner = IsolatedRunner(cfg.decode.timeout_s)
     baseline = Baseline()

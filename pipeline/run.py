@@ -99,7 +99,7 @@ def _remote_stages(cfg: PipelineConfig):
     def prepare(unit, cfg):
         """(prepared videos, (pair count, node id)): the driver reads only the second, the
         clips go from this worker's object store straight to the tracker."""
-        from pipeline.stages import prepare_unit
+        from pipeline.unit import prepare_unit
         storage.configure(cfg.storage)
         prepared = prepare_unit(unit, cfg, _runner(cfg))
         return prepared, (sum(len(v.pairs) for v in prepared),
@@ -107,7 +107,7 @@ def _remote_stages(cfg: PipelineConfig):
 
     @ray.remote(num_cpus=ex.task_cpus, max_retries=ex.max_retries)
     def finish(unit, prepared, tracked, cfg, output_dir):
-        from pipeline.stages import finish_unit
+        from pipeline.unit import finish_unit
         storage.configure(cfg.storage)
         return finish_unit(unit, prepared, tracked, cfg, output_dir)
 
@@ -121,7 +121,7 @@ def _remote_stages(cfg: PipelineConfig):
             self.grid_size = track_cfg.grid_size
 
         def track(self, prepared):
-            from pipeline.stages import track_clips, unit_clips
+            from pipeline.unit import track_clips, unit_clips
             clips = unit_clips(prepared)
             tracks, visible = track_clips(self.tracker, clips, self.grid_size)
             return tracks, visible, self.tracker.name, self.tracker.version

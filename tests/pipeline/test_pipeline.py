@@ -13,7 +13,7 @@ from pipeline import synthetic
 from pipeline.config import PipelineConfig
 from pipeline.isolate import IsolatedRunner
 from pipeline.plan import Unit, video_id
-from pipeline.stages import process_unit_local
+from pipeline.unit import process_unit_local
 from pipeline.tracking.lk import LKTracker
 from schemas import coords
 from schemas.validate import read_shard, validate_shard

@@ -51,7 +51,7 @@ def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
     from pipeline.config import from_dict as pipeline_config
     from pipeline.isolate import IsolatedRunner
     from pipeline.plan import Unit
-    from pipeline.stages import process_unit_local
+    from pipeline.unit import process_unit_local
     from pipeline.tracking.lk import LKTracker
 
     paths = []

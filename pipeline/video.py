@@ -1,4 +1,4 @@
-"""Per-video stages between planning and writing, free of Ray so tests can call them directly.
+"""What one video goes through between planning and writing; free of Ray, tests call it directly.
 
 prepare_video (CPU, in an isolated decoder process): probe -> one sparse decode -> filters ->
 pairs and crops -> pair clips, cropped and resized.

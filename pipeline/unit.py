@@ -1,4 +1,7 @@
-"""Unit-level stages: what one Ray task (or a test, directly) does with one work unit."""
+"""What one work unit goes through: its videos prepared (spooled, decoded in the isolated
+decoder process), their pair clips batched for the tracker, then points, masks and the unit's
+shard written. Video-level work is `pipeline.video`; `pipeline.stages` declares these steps as
+the pipeline's stages."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +14,7 @@ import numpy as np
 from pipeline import plan
 from pipeline.decode import VideoTooLarge
 from pipeline.isolate import IsolatedRunner
-from pipeline.process import PreparedVideo, failed_row, finish_video, prepare_video
+from pipeline.video import PreparedVideo, failed_row, finish_video, prepare_video
 from pipeline.sampling import seed_for
 from pipeline.tracking.base import grid_queries
 from pipeline.writer import write_unit
