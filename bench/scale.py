@@ -37,12 +37,14 @@ baseline measured in the same run (the machine is noisy); everything prints as m
    per file), and the whole pre-Ray planning of a resume, against `os.listdir` of the
    output; plus the previous way, the names from `storage.list_files` (`fs.ls(detail=True)`,
    a stat per file; on URLs list_names still lists this way).
-3. The Ray driver with no-op stages: `pipeline.run._drive(..., stages=(prepare, finish,
-   TrackerActor))` on a private local Ray (2 CPUs; every stage takes 0.25 CPU), against the
+3. The Ray driver with no-op stages: `pipeline.run.run_stages` with a stage list shaped like
+   `PAIR_STAGES` (prepare tasks -> a pool of one tracker actor -> finish tasks) whose stages
+   do nothing, on a private local Ray (2 CPUs; every stage takes 0.25 CPU), against the
    same number of bare no-op round trips: per unit prepare -> track -> finish chained by object
    refs, the same bound on units in flight, and no driver logic. Both sides pass the same
-   arguments, as `_drive` does: the unit, and a reference to the config put in the object
-   store once per run (`ray.put`). A third side, the same bare round trips with the config
+   arguments, as `run_stages` does: the unit, earlier outputs by reference, and a reference to
+   the run context (config and output directory) put in the object store once per run
+   (`ray.put`). A third side, the same bare round trips with the run context
    pickled into every call (the previous way), shows what the reference saves. Reported: wall
    time and the driver process's CPU time per unit, the slope of a least-squares line through
    the median wall time per unit count (the per-unit cost, without the fixed cost of starting
@@ -413,56 +415,106 @@ def bench_planning(sizes, local_max, rounds, tmp) -> list[dict]:
 # 3. The Ray driver with no-op stages vs bare round trips
 
 
-def noop_stages(cpus: float):
+def noop_stages():
+    """The driver's side: a stage list shaped like PAIR_STAGES (prepare tasks, a tracker actor
+    pool, finish tasks; resources from the config's execution section) whose stages do
+    nothing. Defined here, in a function, so Ray pickles them by value."""
+    from pipeline.stages import Resources, Stage
+
+    class NoopPrepare(Stage):
+        name, writes = "prepare", "videos"
+
+        @staticmethod
+        def resources(execution):
+            return Resources(cpus=execution.task_cpus)
+
+        def process(self, ctx, unit):
+            return [None] * len(unit.inputs)
+
+        def count(self, videos):
+            return 1
+
+    class NoopTrack(Stage):
+        name, reads, writes, skip_empty = "track", ("videos",), "tracks", True
+
+        @staticmethod
+        def resources(execution):
+            return Resources(cpus=execution.tracker_cpus, actors=execution.tracker_actors)
+
+        def process(self, ctx, unit, videos):
+            return None, None, "noop", "0"
+
+    class NoopFinish(Stage):
+        name, reads, writes = "finish", ("videos", "tracks"), "rows"
+
+        @staticmethod
+        def resources(execution):
+            return Resources(cpus=execution.task_cpus)
+
+        def process(self, ctx, unit, videos, tracks):
+            return noop_rows(unit)
+
+    return NoopPrepare, NoopTrack, NoopFinish
+
+
+def noop_rows(unit) -> list[dict]:
+    return [dict(num_pairs=1 if i == 0 else 0, decoded_frames=0,
+                 status="ok" if i == 0 else "filtered:static") for i in range(len(unit.inputs))]
+
+
+def bare_remotes(cpus: float):
+    """The bare side: plain Ray remote functions and an actor doing nothing, called with the
+    arguments the driver passes (the run context, the unit, the refs of earlier outputs)."""
     import ray
 
     @ray.remote(num_cpus=cpus, num_returns=2)
-    def prepare(unit, cfg):
+    def prepare(ctx, unit):
         return [None] * len(unit.inputs), (1, ray.get_runtime_context().get_node_id())
 
     @ray.remote(num_cpus=cpus)
-    def finish(unit, prepared, tracked, cfg, output_dir):
-        return [dict(num_pairs=1 if i == 0 else 0, decoded_frames=0,
-                     status="ok" if i == 0 else "filtered:static")
-                for i in range(len(unit.inputs))]
+    def finish(ctx, unit, prepared, tracked):
+        return noop_rows(unit)
 
     @ray.remote(num_cpus=cpus)
     class TrackerActor:
-        def __init__(self, track_cfg, storage_settings):
-            self.grid_size = track_cfg.grid_size
+        def __init__(self, ctx):
+            pass
 
-        def track(self, prepared):
+        def track(self, ctx, unit, prepared):
             return None, None, "noop", "0"
 
     return prepare, finish, TrackerActor
 
 
-def bare_round_trips(units, cfg, stages, output_dir, in_flight: int, by_ref=True) -> int:
+def bare_round_trips(units, cfg, remotes, output_dir, in_flight: int, by_ref=True) -> int:
     """3 remote calls per unit chained by refs, at most in_flight units at once; no logic.
-    The config goes as `_drive` passes it, a reference put once per run (by_ref), or pickled
-    into every call (the previous way)."""
+    The run context (config and output directory) goes as `run_stages` passes it, a
+    reference put once per run (by_ref), or pickled into every call (the previous way)."""
     import ray
 
-    prepare, finish, TrackerActor = stages
-    actor = TrackerActor.remote(cfg.track, cfg.storage)
-    cfg_arg = ray.put(cfg) if by_ref else cfg
+    from pipeline.stages import RunContext
+
+    prepare, finish, TrackerActor = remotes
+    ctx = RunContext(cfg, output_dir)
+    ctx_arg = ray.put(ctx) if by_ref else ctx
+    actor = TrackerActor.remote(ctx_arg)
     pending, inflight, done = list(reversed(units)), [], 0
     while pending or inflight:
         while pending and len(inflight) < in_flight:
             unit = pending.pop()
-            prepared, _ = prepare.remote(unit, cfg_arg)
-            tracked = actor.track.remote(prepared)
-            inflight.append(finish.remote(unit, prepared, tracked, cfg_arg, output_dir))
+            prepared, _ = prepare.remote(ctx_arg, unit)
+            tracked = actor.track.remote(ctx_arg, unit, prepared)
+            inflight.append(finish.remote(ctx_arg, unit, prepared, tracked))
         [ref], inflight = ray.wait(inflight, num_returns=1)
         done += len(ray.get(ref)) > 0
     return done
 
 
 def run_driver(units, cfg, stages, output_dir) -> int:
-    from pipeline.run import RunStats, _drive
+    from pipeline.run import RunStats, run_stages
 
     stats = RunStats(units_total=len(units))
-    _drive(units, output_dir, cfg, stats, lambda msg: None, stages=stages)
+    run_stages(stages, units, output_dir, cfg, stats, lambda msg: None)
     assert stats.units_done == len(units) and not stats.units_failed, stats
     assert stats.pairs == len(units) and stats.videos == len(units) * VIDEOS_PER_UNIT
     return stats.units_done
@@ -479,6 +531,7 @@ def bench_ray(unit_counts, rounds, in_flight, tmp) -> dict:
 
     from pipeline.config import from_dict
     from pipeline.plan import Unit
+    from pipeline.stages import RunContext
 
     cpus = 0.25
     cfg = from_dict({"execution": {"max_units_in_flight": in_flight, "task_cpus": cpus,
@@ -494,16 +547,16 @@ def bench_ray(unit_counts, rounds, in_flight, tmp) -> dict:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     start_s = time.perf_counter() - t
     result = dict(ray_start_s=start_s, cpus=cpus, in_flight=in_flight,
-                  cfg_pickle_bytes=len(pickle.dumps(cfg)), unit_pickle_bytes=len(
+                  cfg_pickle_bytes=len(pickle.dumps(RunContext(cfg, output_dir))), unit_pickle_bytes=len(
                       pickle.dumps(units_of(1)[0])), runs=[])
     def run_side(side, units):
         if side == "driver":
             return run_driver(units, cfg, stages, output_dir)
-        return bare_round_trips(units, cfg, stages, output_dir, in_flight,
+        return bare_round_trips(units, cfg, remotes, output_dir, in_flight,
                                 by_ref=side == "bare")
 
     try:
-        stages = noop_stages(cpus)
+        stages, remotes = noop_stages(), bare_remotes(cpus)
         warm = units_of(max(50, 4 * in_flight))
         for side in SIDES:  # untimed: starts the worker processes
             run_side(side, warm)
@@ -709,9 +762,9 @@ def report_ray(res, rounds) -> tuple[list[str], dict]:
     w = [f"### Ray driver, no-op stages ({rounds} rounds per size, median (min-max); "
          f"{res['in_flight']} units in flight, every stage {res['cpus']} CPU, 1 tracker actor)",
          ""]
-    w.append("| units | bare round trips s | bare ms / unit | `_drive` s | `_drive` units/s | "
-             "`_drive` ms / unit | driver overhead ms / unit | driver CPU ms / unit "
-             "(bare -> `_drive`) | previous way: bare, config by value, ms / unit (CPU) |")
+    w.append("| units | bare round trips s | bare ms / unit | `run_stages` s | `run_stages` units/s | "
+             "`run_stages` ms / unit | driver overhead ms / unit | driver CPU ms / unit "
+             "(bare -> `run_stages`) | previous way: bare, config by value, ms / unit (CPU) |")
     w.append("|---|---|---|---|---|---|---|---|---|")
     for n in counts:
         side = {s: [r for r in runs if r["n"] == n and r["side"] == s] for s in SIDES}
@@ -754,16 +807,17 @@ def report_ray(res, rounds) -> tuple[list[str], dict]:
                     cpu_slope_ms=a["cpu_slope_ms"] - b["cpu_slope_ms"])
 
     w.append(row("bare round trips (config ref)", fit["bare"]))
-    w.append(row("`_drive`", fit["driver"]))
+    w.append(row("`run_stages`", fit["driver"]))
     w.append(row("**driver overhead** (difference)", diff(fit["driver"], fit["bare"]), True))
     w.append(row("previous way: bare round trips, config by value", fit["bare_value"]))
     w.append(row("config by value - by ref (> 0: what the ref saves per unit)",
                  diff(fit["bare_value"], fit["bare"])))
     w.append("")
-    w.append(f"Ray start-up {res['ray_start_s']:.1f} s (not in the table). The config "
-             f"({res['cfg_pickle_bytes']:,} bytes pickled) goes into the object store once per "
-             "run and every prepare and finish call gets its reference, in the bare round "
-             "trips as in `_drive` (the previous-way side pickles it into every call); the "
+    w.append(f"Ray start-up {res['ray_start_s']:.1f} s (not in the table). The run context "
+             f"(config and output directory, {res['cfg_pickle_bytes']:,} bytes pickled) goes "
+             "into the object store once per run and every call gets its reference, in the "
+             "bare round trips as in `run_stages` (the previous-way side pickles it into every "
+             "call); the "
              f"unit ({res['unit_pickle_bytes']:,} bytes) is pickled into every prepare and "
              "finish call.")
     return w, fit
@@ -784,7 +838,7 @@ def report_goals(rows, fits, fit) -> list[str]:
     if fit:
         slope = fit["driver"]["slope_ms"]
         over = slope - fit["bare"]["slope_ms"]
-        w.append(f"| driver per-unit overhead < 5 ms | `_drive` {slope:.2f} ms / unit of wall "
+        w.append(f"| driver per-unit overhead < 5 ms | `run_stages` {slope:.2f} ms / unit of wall "
                  f"time, {over:.2f} ms over bare Ray round trips | "
                  f"{'yes' if slope < 5 else 'NO'} |")
     if fits:

@@ -1,6 +1,8 @@
-"""The Ray driver: plan, check that every node reaches the output, then stream units through
-prepare (CPU tasks) -> track (actor pool, GPU when configured, batched per unit) ->
-finish+write (CPU tasks), with a bounded number of units in flight.
+"""The Ray driver: open the dataset version, plan, check that every node reaches the output,
+then stream the units through the declared stages (`pipeline.stages.PAIR_STAGES`: prepare as
+CPU tasks spread over the nodes -> track in an actor pool, GPU when configured, one batch per
+unit -> finish+write as CPU tasks) with a bounded number of units in flight. `run_stages`
+drives any such stage list.
 
 Tasks retry on worker death (`execution.max_retries`) and actors restart; a unit whose
 objects were lost with a node is resubmitted whole (`execution.unit_attempts`). Every stage
@@ -17,10 +19,12 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 from pipeline import plan as planning
 from pipeline.config import PipelineConfig, version_content
 from pipeline.report import status_reason
+from pipeline.stages import PAIR_STAGES, RunContext, Stage, check_stages, next_stage
 from pipeline.writer import complete_units
 from schemas import dataset, storage
 
@@ -83,62 +87,6 @@ def open_version(dataset_dir: str, cfg: PipelineConfig) -> tuple[str, str]:
         changes = dataset.format_config_diff(dataset.config_diff(built_with[previous], wanted))
         return created, (f"new version: config differs from {dataset.version_name(previous)} "
                          f"in {changes}")
-
-
-# --- Ray remote functions (defined lazily so importing this module does not need Ray) -------
-
-def _remote_stages(cfg: PipelineConfig):
-    import ray
-
-    ex = cfg.execution
-
-    # Decoding is spread over the nodes (its inputs are remote, so there is no locality to
-    # keep); finish runs where the prepared clips are, Ray's default.
-    @ray.remote(num_cpus=ex.task_cpus, max_retries=ex.max_retries, num_returns=2,
-                scheduling_strategy="SPREAD")
-    def prepare(unit, cfg):
-        """(prepared videos, (pair count, node id)): the driver reads only the second, the
-        clips go from this worker's object store straight to the tracker."""
-        from pipeline.unit import prepare_unit
-        storage.configure(cfg.storage)
-        prepared = prepare_unit(unit, cfg, _runner(cfg))
-        return prepared, (sum(len(v.pairs) for v in prepared),
-                          ray.get_runtime_context().get_node_id())
-
-    @ray.remote(num_cpus=ex.task_cpus, max_retries=ex.max_retries)
-    def finish(unit, prepared, tracked, cfg, output_dir):
-        from pipeline.unit import finish_unit
-        storage.configure(cfg.storage)
-        return finish_unit(unit, prepared, tracked, cfg, output_dir)
-
-    @ray.remote(num_cpus=ex.tracker_cpus, num_gpus=ex.tracker_gpus, max_restarts=-1,
-                max_task_retries=ex.max_retries)
-    class TrackerActor:
-        def __init__(self, track_cfg, storage_settings):
-            from pipeline.tracking import make_tracker
-            storage.configure(storage_settings)  # the checkpoint may be a URL
-            self.tracker = make_tracker(track_cfg)
-            self.grid_size = track_cfg.grid_size
-
-        def track(self, prepared):
-            from pipeline.unit import track_clips, unit_clips
-            clips = unit_clips(prepared)
-            tracks, visible = track_clips(self.tracker, clips, self.grid_size)
-            return tracks, visible, self.tracker.name, self.tracker.version
-
-    return prepare, finish, TrackerActor
-
-
-_RUNNER = None
-
-
-def _runner(cfg):
-    """One isolated decoder process per Ray worker process, reused across tasks."""
-    global _RUNNER
-    if _RUNNER is None:
-        from pipeline.isolate import IsolatedRunner
-        _RUNNER = IsolatedRunner(cfg.execution.decode_timeout_s)
-    return _RUNNER
 
 
 def init_ray(address: str | None) -> str:
@@ -233,76 +181,177 @@ def build(inputs: list[str], dataset_dir: str, cfg: PipelineConfig,
                      f" with {ray.cluster_resources().get('CPU', 0):g} CPUs")
         nodes = check_output_shared(dataset_dir, cfg.storage)
         progress(f"output: reachable from all {nodes} Ray node(s)")
-        _drive(todo, version_dir, cfg, stats, progress)
+        run_stages(PAIR_STAGES, todo, version_dir, cfg, stats, progress)
     stats.wall_s = time.time() - start
     return stats
 
 
-def _drive(todo, output_dir, cfg, stats, progress, stages=None) -> None:
-    """Run the units of `todo` to completion. `stages` replaces the (prepare, finish,
-    TrackerActor) of `_remote_stages` (the driver benchmark runs no-op stages)."""
+# --- Ray: any stage list of pipeline.stages, unit by unit --------------------------------------
+
+_TASK_WORKERS: dict = {}   # stage class -> (config, its set-up instance) in this worker process
+
+
+def _task_worker(stage: type[Stage], cfg: PipelineConfig) -> Stage:
+    """This worker process's set-up instance of a task stage: set up on the first unit and kept
+    for the next ones (the isolated decoder process lives as long as the worker); set up anew
+    for a unit of another config."""
+    held = _TASK_WORKERS.get(stage)
+    if held is None or held[0] != cfg:
+        if held is not None:
+            held[1].close()
+        worker = stage()
+        worker.setup(cfg)
+        held = _TASK_WORKERS[stage] = (cfg, worker)
+    return held[1]
+
+
+def _process(worker: Stage, ctx: RunContext, unit, inputs):
+    """(the stage's output, (work items left, node id)): the driver reads only the second; the
+    output goes from this worker's object store straight to the stages that read it."""
     import ray
 
+    output = worker.process(ctx, unit, *inputs)
+    return output, (worker.count(output), ray.get_runtime_context().get_node_id())
+
+
+def _ray_stage(stage: type[Stage], ex):
+    """The Ray form of a stage, as its resources say: a remote function (stateless tasks) or an
+    actor class (a pool). Every call returns two objects (`_process`)."""
+    import ray
+
+    res = stage.resources(ex)
+    if res.actors:
+        @ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=-1,
+                    max_task_retries=ex.max_retries)
+        class StageActor:
+            def __init__(self, ctx):
+                storage.configure(ctx.cfg.storage)  # setup may read storage (a checkpoint URL)
+                self.worker = stage()
+                self.worker.setup(ctx.cfg)
+
+            @ray.method(num_returns=2)
+            def process(self, ctx, unit, *inputs):
+                return _process(self.worker, ctx, unit, inputs)
+
+        return StageActor
+
+    @ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=ex.max_retries, num_returns=2,
+                scheduling_strategy="SPREAD" if res.spread else "DEFAULT")
+    def stage_task(ctx, unit, *inputs):
+        storage.configure(ctx.cfg.storage)
+        return _process(_task_worker(stage, ctx.cfg), ctx, unit, inputs)
+
+    return stage_task
+
+
+class _ActorPool:
+    """The actors of one stage: the least busy takes the next unit; a lost one is replaced."""
+
+    def __init__(self, actor_class, size: int, ctx_ref):
+        self.new = lambda: actor_class.remote(ctx_ref)
+        self.actors = [self.new() for _ in range(size)]
+        self.busy = {i: 0 for i in range(size)}
+
+    def take(self) -> int:
+        i = min(self.busy, key=self.busy.get)
+        self.busy[i] += 1
+        return i
+
+    def release(self, i: int) -> None:
+        self.busy[i] -= 1
+
+    def replace(self, i: int) -> None:
+        """A fresh actor where resources are, rather than retries against one whose node is
+        gone (or going) and that Ray may take long to restart."""
+        import ray
+
+        ray.kill(self.actors[i], no_restart=True)
+        self.actors[i] = self.new()
+
+
+@dataclass
+class _Unit:
+    """One unit in flight: the stage it is in and the object refs of what its stages wrote."""
+    unit: planning.Unit
+    stage: int = -1
+    data: dict = field(default_factory=dict)   # name a stage writes -> object ref
+    items: Optional[int] = None                # work items left, as last counted
+    actor: Optional[int] = None                # the pool actor running its stage
+    node: Optional[str] = None                 # where its first stage ran
+
+
+def run_stages(stages: Sequence[type[Stage]], todo: list, output_dir: str, cfg: PipelineConfig,
+               stats: RunStats, progress) -> None:
+    """Run the units of `todo` through `stages` on Ray to completion, writing into
+    `output_dir`: at most `execution.max_units_in_flight` units at once; task stages retry
+    (`execution.max_retries`), actor pools restart and replace lost actors, a lost or failed
+    unit is resubmitted whole (`execution.unit_attempts`) and then recorded as failed."""
+    import ray
+
+    check_stages(stages)
     ex = cfg.execution
-    prepare, finish, TrackerActor = stages or _remote_stages(cfg)
-    actors = [TrackerActor.remote(cfg.track, cfg.storage) for _ in range(ex.tracker_actors)]
-    busy = {i: 0 for i in range(len(actors))}
+    ctx_ref = ray.put(RunContext(cfg, output_dir))  # one copy in the object store for every call
+    remote = [_ray_stage(stage, ex) for stage in stages]
+    pools = {i: _ActorPool(remote[i], stage.resources(ex).actors, ctx_ref)
+             for i, stage in enumerate(stages) if stage.resources(ex).actors}
     pending = deque(todo)
-    cfg_ref = ray.put(cfg)  # one copy in the object store for every task of the run
     attempts: Counter = Counter()
-    inflight: dict = {}   # ref -> (stage, unit, prepared ref, actor index, node)
+    inflight: dict = {}   # ref of the (items, node) of the stage a unit is in -> its _Unit
     start = time.time()
+
+    def submit(flow: _Unit, i: int) -> None:
+        stage = stages[i]
+        args = (ctx_ref, flow.unit, *(flow.data.get(name) for name in stage.reads))
+        flow.stage, flow.actor = i, None
+        if i in pools:
+            flow.actor = pools[i].take()
+            output, info = pools[i].actors[flow.actor].process.remote(*args)
+        else:
+            output, info = remote[i].remote(*args)
+        flow.data[stage.writes] = output
+        inflight[info] = flow
+
     while pending or inflight:
         while pending and len(inflight) < ex.max_units_in_flight:
             unit = pending.popleft()
             attempts[unit.name] += 1
-            prepared_ref, info_ref = prepare.remote(unit, cfg_ref)
-            inflight[info_ref] = ("prepare", unit, prepared_ref, None, None)
+            submit(_Unit(unit), next_stage(stages, -1, None))
         [ref], _ = ray.wait(list(inflight), num_returns=1)
-        stage, unit, prepared_ref, actor, node = inflight.pop(ref)
+        flow = inflight.pop(ref)
+        stage, unit = stages[flow.stage], flow.unit
+        if flow.actor is not None:
+            pools[flow.stage].release(flow.actor)
         try:
-            result = ray.get(ref)  # raises here, with the unit named, if a stage failed
-            if stage == "prepare":
-                count, node = result
-            if stage == "prepare" and count > 0:
-                actor = min(busy, key=busy.get)
-                busy[actor] += 1
-                inflight[actors[actor].track.remote(prepared_ref)] = (
-                    "track", unit, prepared_ref, actor, node)
-            elif stage in ("prepare", "track"):
-                if stage == "track":
-                    busy[actor] -= 1
-                tracked = ref if stage == "track" else None
-                inflight[finish.remote(unit, prepared_ref, tracked, cfg_ref, output_dir)] = (
-                    "finish", unit, prepared_ref, None, node)
-            else:
-                _account(stats, result, node)
-                progress(f"[{stats.units_done}/{len(todo)} units] {unit.name} done; so far "
-                         f"{stats.videos} videos, {stats.pairs} pairs, "
-                         f"{stats.videos / (time.time() - start):.2f} videos/s, "
-                         + ", ".join(f"{k} {v}" for k, v in sorted(stats.statuses.items())))
+            items, node = ray.get(ref)  # raises here, with the unit named, if the stage failed
+            flow.node = flow.node or node
+            flow.items = flow.items if items is None else items
+            following = next_stage(stages, flow.stage, flow.items)
+            if following < len(stages):
+                submit(flow, following)
+                continue
+            _account(stats, ray.get(flow.data[stage.writes]), flow.node)
+            progress(f"[{stats.units_done}/{len(todo)} units] {unit.name} done; so far "
+                     f"{stats.videos} videos, {stats.pairs} pairs, "
+                     f"{stats.videos / (time.time() - start):.2f} videos/s, "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(stats.statuses.items())))
         except Exception as e:  # noqa: BLE001 - a lost or failed unit is resubmitted, then reported
             why = f"{type(e).__name__}: {e}"
-            if stage == "track":
-                busy[actor] -= 1
-                if isinstance(e, (ray.exceptions.ActorDiedError,
-                                  ray.exceptions.ActorUnavailableError)):
-                    # Its node is gone (or going): a fresh actor where resources are, rather
-                    # than retries against one that Ray may take long to restart.
-                    ray.kill(actors[actor], no_restart=True)
-                    actors[actor] = TrackerActor.remote(cfg.track, cfg.storage)
-                    progress(f"tracker actor {actor} lost ({why.splitlines()[0]}); replaced")
+            if flow.actor is not None and isinstance(e, (ray.exceptions.ActorDiedError,
+                                                         ray.exceptions.ActorUnavailableError)):
+                pools[flow.stage].replace(flow.actor)
+                progress(f"{stage.worker_name or stage.name} actor {flow.actor} lost "
+                         f"({why.splitlines()[0]}); replaced")
             if attempts[unit.name] < ex.unit_attempts:
                 stats.units_resubmitted += 1
                 delay = min(2.0 ** (attempts[unit.name] - 1), 30.0)
-                progress(f"unit {unit.name} lost in {stage} ({why.splitlines()[0]}); "
+                progress(f"unit {unit.name} lost in {stage.name} ({why.splitlines()[0]}); "
                          f"resubmitting it in {delay:g} s (attempt {attempts[unit.name] + 1} of "
                          f"{ex.unit_attempts})")
                 time.sleep(delay)  # a lost node takes the cluster a moment to notice
                 pending.appendleft(unit)
                 continue
             stats.units_failed.append(unit.name)
-            progress(f"ERROR: unit {unit.name} failed in {stage} after retries: {why}")
+            progress(f"ERROR: unit {unit.name} failed in {stage.name} after retries: {why}")
 
 
 def _account(stats: RunStats, rows: list[dict], node: str) -> None:

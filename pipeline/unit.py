@@ -114,14 +114,3 @@ def finish_unit(unit: plan.Unit, prepared: list[PreparedVideo], tracked, cfg,
     write_unit(output_dir, unit.name, samples, rows, cfg.output.image_format)
     return rows
 
-
-def process_unit_local(unit: plan.Unit, cfg, output_dir: str, tracker,
-                       runner: IsolatedRunner) -> list[dict]:
-    """The whole unit in this process (no Ray): used by tests and benchmarks."""
-    prepared = prepare_unit(unit, cfg, runner)
-    clips = unit_clips(prepared)
-    tracked = None
-    if clips is not None:
-        tracks, visible = track_clips(tracker, clips, cfg.track.grid_size)
-        tracked = (tracks, visible, tracker.name, tracker.version)
-    return finish_unit(unit, prepared, tracked, cfg, output_dir)

@@ -11,29 +11,27 @@ import pytest
 
 from pipeline import synthetic
 from pipeline.config import PipelineConfig
-from pipeline.isolate import IsolatedRunner
 from pipeline.plan import Unit, video_id
-from pipeline.unit import process_unit_local
-from pipeline.tracking.lk import LKTracker
+from pipeline.stages import LocalRun
 from schemas import coords
 from schemas.validate import read_shard, validate_shard
 
 
 @pytest.fixture(scope="module")
-def runner():
-    r = IsolatedRunner(timeout_s=120)
-    yield r
-    r.close()
+def local():
+    """The pipeline's stages with the default config, set up once for the module."""
+    with LocalRun(PipelineConfig()) as run:
+        yield run
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, runner):
+def built(tmp_path_factory, local):
     """Two copies of the standard set (different seeds) through one unit."""
     videos = tmp_path_factory.mktemp("videos")
     clips = synthetic.standard_set(videos, seed=0) + synthetic.standard_set(videos, seed=1)
     out = str(tmp_path_factory.mktemp("out"))
     unit = Unit("pairs-000000", "files", tuple(sorted(str(p) for p, _ in clips)))
-    rows = process_unit_local(unit, PipelineConfig(), out, LKTracker(), runner)
+    rows = local.run(unit, out)
     return out, {os.path.basename(r["source_uri"]): r for r in rows}
 
 
@@ -119,22 +117,20 @@ def test_manifests_agree_with_shard(built):
     assert sorted(v["source_uri"] for v in videos) == sorted(r["source_uri"] for r in rows.values())
 
 
-def test_same_unit_twice_gives_identical_bytes(built, runner, tmp_path):
+def test_same_unit_twice_gives_identical_bytes(built, local, tmp_path):
     out, rows = built
     uris = tuple(sorted(r["source_uri"] for r in rows.values()))
-    process_unit_local(Unit("pairs-000000", "files", uris), PipelineConfig(), str(tmp_path),
-                       LKTracker(), runner)
+    local.run(Unit("pairs-000000", "files", uris), str(tmp_path))
     for name in ("pairs-000000.tar", "pairs-000000.pairs.parquet", "pairs-000000.videos.parquet"):
         with open(os.path.join(out, name), "rb") as a, open(tmp_path / name, "rb") as b:
             assert a.read() == b.read(), name
 
 
-def test_bad_inputs_each_get_one_exact_row(tmp_path, runner):
+def test_bad_inputs_each_get_one_exact_row(tmp_path, local):
     expected = synthetic.make_bad_inputs(tmp_path / "bad")
     uris = tuple(sorted(str(p) for p in expected))
     out = tmp_path / "out"
-    rows = process_unit_local(Unit("pairs-000000", "files", uris), PipelineConfig(), str(out),
-                              LKTracker(), runner)
+    rows = local.run(Unit("pairs-000000", "files", uris), str(out))
     got = {r["source_uri"]: r["status"] for r in rows}
     assert sorted(got) == sorted(str(p) for p in expected)
     for path, prefix in expected.items():
@@ -147,14 +143,14 @@ def test_bad_inputs_each_get_one_exact_row(tmp_path, runner):
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 @pytest.mark.parametrize("rotation", [90, 180, 270])
-def test_rotated_video_points_are_upright(tmp_path, runner, backend, rotation):
+def test_rotated_video_points_are_upright(tmp_path, backend, rotation):
     rotated = str(tmp_path / "rotated.mp4")
     synthetic.make_clip(synthetic.ClipSpec(name="r", kind="translate", rotation=rotation), rotated)
     out = tmp_path / "out"
     cfg = PipelineConfig()
     cfg.decode.backend = backend
-    process_unit_local(Unit("pairs-000000", "files", (rotated,)), cfg, str(out), LKTracker(),
-                       runner)
+    with LocalRun(cfg) as local:
+        local.run(Unit("pairs-000000", "files", (rotated,)), str(out))
     samples = read_shard(str(out / "pairs-000000.tar"))
     assert samples
     for s in samples:
@@ -164,24 +160,22 @@ def test_rotated_video_points_are_upright(tmp_path, runner, backend, rotation):
 
 
 @pytest.mark.slow
-def test_pipeline_runs_the_official_cotracker_backend(tmp_path, runner, cotracker_checkpoint):
+def test_pipeline_runs_the_official_cotracker_backend(tmp_path, cotracker_checkpoint):
     """The real CoTracker code path end to end (random weights: plumbing, not accuracy)."""
-    from pipeline.tracking import make_tracker
-
     clip = tmp_path / "translate.mp4"
     synthetic.make_clip(synthetic.ClipSpec(name="t", kind="translate"), clip)
     cfg = PipelineConfig()
     cfg.track.backend, cfg.track.checkpoint = "cotracker", cotracker_checkpoint
     cfg.sample.pairs_per_video = 1
-    rows = process_unit_local(Unit("pairs-000000", "files", (str(clip),)), cfg,
-                              str(tmp_path / "out"), make_tracker(cfg.track), runner)
+    with LocalRun(cfg) as local:
+        rows = local.run(Unit("pairs-000000", "files", (str(clip),)), str(tmp_path / "out"))
     assert rows[0]["status"] in ("ok", "filtered:no-trackable-motion")
     for s in read_shard(str(tmp_path / "out" / "pairs-000000.tar")) if rows[0]["num_pairs"] else []:
         assert s.meta["tracker"] == "cotracker3-offline"
         assert s.meta["tracker_version"].startswith("3.0.0+")
 
 
-def test_fsspec_urls_and_tar_members_with_hostile_names(tmp_path, runner):
+def test_fsspec_urls_and_tar_members_with_hostile_names(tmp_path, local):
     """Inputs by URL (here fsspec's memory filesystem) are spooled to private temp files; a
     tar member's name never becomes a path, so `../` names cannot escape anywhere."""
     import tarfile
@@ -202,11 +196,9 @@ def test_fsspec_urls_and_tar_members_with_hostile_names(tmp_path, runner):
     uris = resolve_inputs(["memory://videos/a"])
     assert uris == ["memory:///videos/a/clip.mp4"]
     out = tmp_path / "out"
-    rows = process_unit_local(Unit("pairs-000000", "files", tuple(uris)), PipelineConfig(),
-                              str(out), LKTracker(), runner)
+    rows = local.run(Unit("pairs-000000", "files", tuple(uris)), str(out))
     assert [(r["source_uri"], r["status"]) for r in rows] == [(uris[0], "ok")]
-    rows = process_unit_local(Unit("pairs-000001", "tar", (str(shard),)), PipelineConfig(),
-                              str(out), LKTracker(), runner)
+    rows = local.run(Unit("pairs-000001", "tar", (str(shard),)), str(out))
     with tarfile.open(shard) as tar:
         stored = tar.getnames()
     assert stored[0] == "../../escaped.mp4"
@@ -218,10 +210,9 @@ def test_fsspec_urls_and_tar_members_with_hostile_names(tmp_path, runner):
                                                             "videos.parquet"))
 
 
-def test_unreadable_tar_shard_is_one_failed_row(tmp_path, runner):
+def test_unreadable_tar_shard_is_one_failed_row(tmp_path, local):
     bad = tmp_path / "broken.tar"
     bad.write_bytes(b"this is not a tar archive" * 40)
-    rows = process_unit_local(Unit("pairs-000000", "tar", (str(bad),)), PipelineConfig(),
-                              str(tmp_path / "out"), LKTracker(), runner)
+    rows = local.run(Unit("pairs-000000", "tar", (str(bad),)), str(tmp_path / "out"))
     assert len(rows) == 1 and rows[0]["source_uri"] == str(bad)
     assert rows[0]["status"].startswith("failed:ReadError")

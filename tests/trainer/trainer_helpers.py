@@ -49,10 +49,8 @@ def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
     pairs) from five translating synthetic clips. Returns out_dir."""
     from pipeline import synthetic
     from pipeline.config import from_dict as pipeline_config
-    from pipeline.isolate import IsolatedRunner
     from pipeline.plan import Unit
-    from pipeline.unit import process_unit_local
-    from pipeline.tracking.lk import LKTracker
+    from pipeline.stages import LocalRun
 
     paths = []
     for i in range(5):
@@ -64,11 +62,7 @@ def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
         paths.append(path)
     cfg = pipeline_config({"output": {"resolution": resolution},
                            "sample": {"pairs_per_video": 3}, "track": {"grid_size": 12}})
-    runner = IsolatedRunner(timeout_s=120)
-    try:
+    with LocalRun(cfg) as local:
         for u, unit_paths in enumerate([paths[0:2], paths[2:4], paths[4:]]):
-            process_unit_local(Unit(f"pairs-{u:06d}", "files", tuple(unit_paths)), cfg,
-                               str(out_dir), LKTracker(), runner)
-    finally:
-        runner.close()
+            local.run(Unit(f"pairs-{u:06d}", "files", tuple(unit_paths)), str(out_dir))
     return str(out_dir)
