@@ -43,10 +43,11 @@ import tempfile
 
 from jobs.edit import (UsageError, positive_int, add_checkpoint_arguments, add_sampling_arguments,
                        checkpoint_paths, fetch_input, load_pipeline, resolve_device)
+from pipeline.tracking import BACKENDS
 from schemas import storage
 
 BENCHES = ("dragbench", "pairs")
-TRACKERS = ("builtin", "cotracker", "patch")   # pipeline.tracking's, then PatchMatcher
+TRACKERS = (*BACKENDS, "patch")        # the data engine's, then PatchMatcher (trainer.evaluation)
 DIFT_PROMPTS = ("empty", "sample")     # trainer.evaluation.bench_dragbench.DIFT_PROMPTS
 BASELINES = ("identity", "none")       # trainer.evaluation.editors.BASELINES, or none
 

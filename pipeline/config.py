@@ -20,6 +20,7 @@ from typing import Optional
 
 import yaml
 
+from pipeline.tracking.registry import backend_problem, options_problem
 from schemas.dataset import read_config
 from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import ConfigError, TypedConfig, build, load_yaml, require
@@ -58,11 +59,12 @@ class SampleConfig:
 
 @dataclass
 class TrackConfig:
-    backend: str = "builtin"         # builtin | cotracker
+    backend: str = "builtin"         # a name in pipeline.tracking.BACKENDS
     checkpoint: Optional[str] = None  # CoTracker weights (local path or fsspec URI)
     device: str = "cpu"              # cpu | cuda
     grid_size: int = 24              # grid_size x grid_size query points at t0
     num_frames: int = 8              # frames from t0 to t1 (inclusive) fed to the tracker
+    options: dict = field(default_factory=dict)  # the backend's own settings (BACKENDS)
 
 
 @dataclass
@@ -122,7 +124,9 @@ class PipelineConfig(TypedConfig):
     def validate(self) -> "PipelineConfig":
         checks = [
             (self.decode.backend in ("auto", "decord", "pyav"), "decode.backend: auto|decord|pyav"),
-            (self.track.backend in ("builtin", "cotracker"), "track.backend: builtin|cotracker"),
+            (backend_problem(self.track.backend) is None, backend_problem(self.track.backend)),
+            (options_problem(self.track.backend, self.track.options) is None,
+             options_problem(self.track.backend, self.track.options)),
             (self.track.device in ("cpu", "cuda"), "track.device: cpu|cuda"),
             (self.output.image_format in ("jpg", "png"), "output.image_format: jpg|png"),
             (16 <= self.output.resolution <= 4096, "output.resolution: 16..4096"),

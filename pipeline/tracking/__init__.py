@@ -1,4 +1,5 @@
-"""Point-tracker backends behind one interface (see `base.Tracker`)."""
-from pipeline.tracking.base import Tracker, TrackerError, grid_queries, make_tracker
+"""Point-tracker backends behind one interface (`base.Tracker`), by name in `BACKENDS`."""
+from pipeline.tracking.base import Tracker, TrackerError, grid_queries
+from pipeline.tracking.registry import BACKENDS, make_tracker
 
-__all__ = ["Tracker", "TrackerError", "grid_queries", "make_tracker"]
+__all__ = ["BACKENDS", "Tracker", "TrackerError", "grid_queries", "make_tracker"]

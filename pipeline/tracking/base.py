@@ -1,4 +1,4 @@
-"""The tracker interface every backend implements, and the backend registry.
+"""The tracker interface every backend implements (the backends by name: `registry`).
 
 A tracker takes a batch of clips that start at the pair's first frame and the query points on
 that first frame, and returns every query's position in every frame plus a visibility flag.
@@ -44,13 +44,3 @@ def check_inputs(clips: np.ndarray, queries: np.ndarray) -> None:
     if queries.ndim != 3 or queries.shape[0] != clips.shape[0] or queries.shape[2] != 2:
         raise TrackerError(f"queries must be (B, N, 2), got {queries.shape}")
 
-
-def make_tracker(cfg) -> Tracker:
-    """The backend named by a `pipeline.config.TrackConfig`."""
-    if cfg.backend == "builtin":
-        from pipeline.tracking.lk import LKTracker
-        return LKTracker()
-    if cfg.backend == "cotracker":
-        from pipeline.tracking.cotracker import CoTrackerBackend
-        return CoTrackerBackend(checkpoint=cfg.checkpoint, device=cfg.device)
-    raise TrackerError(f"unknown tracker backend {cfg.backend!r}")

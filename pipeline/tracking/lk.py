@@ -9,6 +9,8 @@ Deterministic, no weights, fast enough for tests and CPU-only clusters.
 """
 from __future__ import annotations
 
+import inspect
+
 import cv2
 import numpy as np
 
@@ -17,7 +19,6 @@ from pipeline.tracking.base import check_inputs
 
 class LKTracker:
     name = "builtin-lk"
-    version = f"1+opencv{cv2.__version__}"
 
     def __init__(self, window: int = 11, levels: int = 3, fb_max_px: float = 0.5,
                  residual_ratio: float = 2.0, residual_floor: float = 4.0):
@@ -25,6 +26,11 @@ class LKTracker:
                            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 0.001))
         self.fb_max_px = fb_max_px
         self.residual_ratio, self.residual_floor = residual_ratio, residual_floor
+        # Other settings give other tracks: the version names those that are not the default.
+        given = dict(window=window, levels=levels, fb_max_px=fb_max_px,
+                     residual_ratio=residual_ratio, residual_floor=residual_floor)
+        self.version = f"1+opencv{cv2.__version__}" + "".join(
+            f".{k}={v:g}" for k, v in given.items() if v != _DEFAULTS[k])
 
     def track(self, clips: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(clips, queries)
@@ -55,3 +61,6 @@ class LKTracker:
                 tracks[i, k], visible[i, k] = p, alive
                 pts = p.astype(np.float32).reshape(-1, 1, 2)
         return tracks, visible
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(LKTracker).parameters.items()}

@@ -55,6 +55,41 @@ def test_bad_config(data, message):
         from_dict(data)
 
 
+@pytest.mark.parametrize("track, message", [
+    ({"backend": "raft"}, "track.backend: builtin|cotracker, got 'raft'"),
+    ({"options": {"windw": 15}}, "track.options.windw: not an option of track.backend builtin "
+                                 "(it takes fb_max_px, levels, residual_floor, residual_ratio, "
+                                 "window)"),
+    ({"backend": "cotracker", "options": {"window": 15}},
+     "track.options.window: not an option of track.backend cotracker (it takes "
+     "model_resolution, window_len)"),
+    ({"backend": "cotracker", "options": {"window_len": 7.5}},
+     "track.options.window_len: expected int, got 7.5"),
+    ({"backend": "cotracker", "options": {"model_resolution": 256}},
+     "track.options.model_resolution: expected list, got 256"),
+    ({"options": {"levels": True}}, "track.options.levels: expected int, got True"),
+    ({"options": [1]}, "track.options: expected dict, got [1]"),
+])
+def test_bad_tracker_backend_or_option_is_named_exactly(track, message):
+    from pipeline.tracking import BACKENDS
+
+    with pytest.raises(ConfigError) as e:
+        from_dict({"track": track})
+    assert str(e.value) in (f"invalid config: {message}", message)
+    assert "|".join(BACKENDS) == "builtin|cotracker"   # what the messages above list
+
+
+def test_tracker_options_load_from_yaml_and_overrides():
+    cfg = load_config(None, ["track.backend=cotracker", "track.options.window_len=16",
+                             "track.options.model_resolution=[256, 384]"])
+    assert cfg.track.options == {"window_len": 16, "model_resolution": [256, 384]}
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+    assert from_dict({"track": {"options": {"fb_max_px": 1}}}).track.options == {"fb_max_px": 1}
+    # content: other options are another dataset; a config without the key reads as {}
+    assert cfg.content()["track"]["options"] == {"window_len": 16, "model_resolution": [256, 384]}
+    assert from_dict({}).content()["track"]["options"] == {}
+
+
 def test_bad_override():
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load_config(None, ["output.resolution"])

@@ -6,6 +6,7 @@ checkpoint has random weights, which cannot track).
 """
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 
+from pipeline import tracking
 from pipeline.config import TrackConfig
 from pipeline.tracking import TrackerError, make_tracker
 from tests.conftest import require_cotracker
@@ -85,8 +87,8 @@ def _build(backend: str, request) -> object:
         return make_tracker(TrackConfig(backend="builtin"))
     ckpt = request.getfixturevalue("cotracker_checkpoint")
     if backend == "cotracker-lowres":
-        from pipeline.tracking.cotracker import CoTrackerBackend
-        return CoTrackerBackend(checkpoint=ckpt, model_resolution=LOWRES)
+        return make_tracker(TrackConfig(backend="cotracker", checkpoint=ckpt,
+                                        options={"model_resolution": list(LOWRES)}))
     return make_tracker(TrackConfig(backend="cotracker", checkpoint=ckpt))
 
 
@@ -146,6 +148,54 @@ def test_bad_inputs_raise(tracker):
     for c, q in bad:
         with pytest.raises(TrackerError):
             tracker.track(c, q)
+
+
+def test_every_registered_backend_is_checked_here():
+    assert {b if isinstance(b, str) else b.values[0] for b in BACKENDS} >= set(tracking.BACKENDS)
+
+
+# --- the registry: names and options ---------------------------------------------------------
+
+def test_each_backend_declares_exactly_the_options_its_constructor_takes():
+    """`track.options` is checked against what BACKENDS declares (without importing torch),
+    and reaches the constructor as keyword arguments: the two lists must agree."""
+    from pipeline.tracking.lk import LKTracker
+
+    require_cotracker()
+    from pipeline.tracking.cotracker import CoTrackerBackend
+
+    # the constructor's other arguments: from TrackConfig's own keys, or never from YAML
+    constructors = {"builtin": (LKTracker, set()),
+                    "cotracker": (CoTrackerBackend, {"checkpoint", "device", "allow_random_init"})}
+    assert set(constructors) == set(tracking.BACKENDS)
+    for name, (cls, other) in constructors.items():
+        params = set(inspect.signature(cls).parameters) - other
+        assert set(tracking.BACKENDS[name].options) == params, name
+
+
+def test_options_reach_the_backend():
+    tracker = make_tracker(TrackConfig(options={"window": 15, "levels": 2, "fb_max_px": 1}))
+    assert tracker.params["winSize"] == (15, 15) and tracker.params["maxLevel"] == 2
+    assert tracker.fb_max_px == 1
+    assert tracker.version == f"1+opencv{cv2.__version__}.window=15.levels=2.fb_max_px=1"
+    assert make_tracker(TrackConfig()).version == f"1+opencv{cv2.__version__}"
+
+
+def test_cotracker_options_reach_the_backend(cotracker_checkpoint):
+    tracker = make_tracker(TrackConfig(backend="cotracker", checkpoint=cotracker_checkpoint,
+                                       options={"model_resolution": [128, 160]}))
+    assert tracker.predictor.interp_shape == (128, 160)
+    assert tracker.version.endswith(".r128x160")
+
+
+def test_unknown_backend_or_option_is_named_exactly():
+    with pytest.raises(TrackerError) as e:
+        make_tracker(TrackConfig(backend="raft"))
+    assert str(e.value) == "track.backend: builtin|cotracker, got 'raft'"
+    with pytest.raises(TrackerError) as e:
+        make_tracker(TrackConfig(backend="cotracker", options={"window": 15}))
+    assert str(e.value) == ("track.options.window: not an option of track.backend cotracker "
+                            "(it takes model_resolution, window_len)")
 
 
 # --- known-motion accuracy (needs a tracker that can track) ------------------------------------

@@ -70,6 +70,20 @@ def test_a_config_written_before_a_key_existed_still_matches(tmp_path):
     assert open_version(root, DEFAULT) == (f"{root}/v1", "same config: resuming")
 
 
+def test_tracker_options_are_content_and_a_version_without_them_still_matches(tmp_path):
+    """`track.options` came after versions were written: one without it is the same config
+    as today's default ({}); other options make a new version."""
+    root = str(tmp_path / "ds")
+    old = DEFAULT.content()
+    del old["track"]["options"]
+    dataset.create_version(root, old)
+    assert open_version(root, DEFAULT) == (f"{root}/v1", "same config: resuming")
+    wider = from_dict({"track": {"options": {"window": 15}}})
+    assert open_version(root, wider) == (
+        f"{root}/v2", "new version: config differs from v1 in track.options.window "
+        "(not set) -> 15")
+
+
 def test_a_config_todays_code_cannot_read_differs(tmp_path):
     root = str(tmp_path / "ds")
     dataset.create_version(root, {**DEFAULT.content(), "retired": 1})
