@@ -497,7 +497,7 @@ def bare_round_trips(units, cfg, remotes, output_dir, in_flight: int, by_ref=Tru
     prepare, finish, TrackerActor = remotes
     ctx = RunContext(cfg, output_dir)
     ctx_arg = ray.put(ctx) if by_ref else ctx
-    actor = TrackerActor.remote(ctx_arg)
+    actor = TrackerActor.remote(ctx)   # by value, as run_stages creates its actors
     pending, inflight, done = list(reversed(units)), [], 0
     while pending or inflight:
         while pending and len(inflight) < in_flight:
@@ -547,8 +547,8 @@ def bench_ray(unit_counts, rounds, in_flight, tmp) -> dict:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     start_s = time.perf_counter() - t
     result = dict(ray_start_s=start_s, cpus=cpus, in_flight=in_flight,
-                  cfg_pickle_bytes=len(pickle.dumps(RunContext(cfg, output_dir))), unit_pickle_bytes=len(
-                      pickle.dumps(units_of(1)[0])), runs=[])
+                  cfg_pickle_bytes=len(pickle.dumps(RunContext(cfg, output_dir))),
+                  unit_pickle_bytes=len(pickle.dumps(units_of(1)[0])), runs=[])
     def run_side(side, units):
         if side == "driver":
             return run_driver(units, cfg, stages, output_dir)
@@ -762,9 +762,10 @@ def report_ray(res, rounds) -> tuple[list[str], dict]:
     w = [f"### Ray driver, no-op stages ({rounds} rounds per size, median (min-max); "
          f"{res['in_flight']} units in flight, every stage {res['cpus']} CPU, 1 tracker actor)",
          ""]
-    w.append("| units | bare round trips s | bare ms / unit | `run_stages` s | `run_stages` units/s | "
-             "`run_stages` ms / unit | driver overhead ms / unit | driver CPU ms / unit "
-             "(bare -> `run_stages`) | previous way: bare, config by value, ms / unit (CPU) |")
+    w.append("| units | bare round trips s | bare ms / unit | `run_stages` s | "
+             "`run_stages` units/s | `run_stages` ms / unit | driver overhead ms / unit | "
+             "driver CPU ms / unit (bare -> `run_stages`) | previous way: bare, config by "
+             "value, ms / unit (CPU) |")
     w.append("|---|---|---|---|---|---|---|---|---|")
     for n in counts:
         side = {s: [r for r in runs if r["n"] == n and r["side"] == s] for s in SIDES}

@@ -1,2 +1,3 @@
-"""Video -> drag-pair dataset engine. Stages are plain functions/classes testable without Ray;
-`pipeline.run` wires them together on Ray. Imports `schemas` only (and the tracker it runs)."""
+"""Video -> drag-pair dataset engine. The work on a unit is a declared list of stages
+(`pipeline.stages`), each testable without Ray; `pipeline.run` plans a build and drives the list
+on Ray. Imports `schemas` only (and the tracker it runs)."""

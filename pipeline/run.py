@@ -247,8 +247,10 @@ def _ray_stage(stage: type[Stage], ex):
 class _ActorPool:
     """The actors of one stage: the least busy takes the next unit; a lost one is replaced."""
 
-    def __init__(self, actor_class, size: int, ctx_ref):
-        self.new = lambda: actor_class.remote(ctx_ref)
+    def __init__(self, actor_class, size: int, ctx: RunContext):
+        # The context goes by value: Ray restarts an actor with its constructor's arguments,
+        # and one that lives in the object store could be gone by then.
+        self.new = lambda: actor_class.remote(ctx)
         self.actors = [self.new() for _ in range(size)]
         self.busy = {i: 0 for i in range(size)}
 
@@ -290,9 +292,10 @@ def run_stages(stages: Sequence[type[Stage]], todo: list, output_dir: str, cfg: 
 
     check_stages(stages)
     ex = cfg.execution
-    ctx_ref = ray.put(RunContext(cfg, output_dir))  # one copy in the object store for every call
+    ctx = RunContext(cfg, output_dir)
+    ctx_ref = ray.put(ctx)  # one copy in the object store for every call of the run
     remote = [_ray_stage(stage, ex) for stage in stages]
-    pools = {i: _ActorPool(remote[i], stage.resources(ex).actors, ctx_ref)
+    pools = {i: _ActorPool(remote[i], stage.resources(ex).actors, ctx)
              for i, stage in enumerate(stages) if stage.resources(ex).actors}
     pending = deque(todo)
     attempts: Counter = Counter()
