@@ -221,8 +221,6 @@ def _ray_stage(stage: type[Stage], ex):
 
     res = stage.resources(ex)
     if res.actors:
-        @ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=-1,
-                    max_task_retries=ex.max_retries)
         class StageActor:
             def __init__(self, ctx):
                 storage.configure(ctx.cfg.storage)  # setup may read storage (a checkpoint URL)
@@ -233,10 +231,14 @@ def _ray_stage(stage: type[Stage], ex):
             def process(self, ctx, unit, *inputs):
                 return _process(self.worker, ctx, unit, inputs)
 
-        return StageActor
+        # Ray names the actors (dashboard, process titles: ray::TrackStage.process) after it.
+        StageActor.__name__ = StageActor.__qualname__ = stage.__name__
+        return ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=-1,
+                          max_task_retries=ex.max_retries)(StageActor)
 
+    # Named after the stage: the dashboard and the workers' process titles say ray::prepare.
     @ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=ex.max_retries, num_returns=2,
-                scheduling_strategy="SPREAD" if res.spread else "DEFAULT")
+                scheduling_strategy="SPREAD" if res.spread else "DEFAULT", name=stage.name)
     def stage_task(ctx, unit, *inputs):
         storage.configure(ctx.cfg.storage)
         return _process(_task_worker(stage, ctx.cfg), ctx, unit, inputs)
