@@ -255,22 +255,30 @@ class _ActorPool:
         self.new = lambda: actor_class.remote(ctx)
         self.actors = [self.new() for _ in range(size)]
         self.busy = {i: 0 for i in range(size)}
+        self.generation = {i: 0 for i in range(size)}   # replacements of each slot so far
 
-    def take(self) -> int:
+    def take(self) -> tuple[int, int]:
+        """(slot, its generation) of the actor that takes the next unit."""
         i = min(self.busy, key=self.busy.get)
         self.busy[i] += 1
-        return i
+        return i, self.generation[i]
 
     def release(self, i: int) -> None:
         self.busy[i] -= 1
 
-    def replace(self, i: int) -> None:
+    def replace(self, i: int, generation: int) -> bool:
         """A fresh actor where resources are, rather than retries against one whose node is
-        gone (or going) and that Ray may take long to restart."""
+        gone (or going) and that Ray may take long to restart. Only once per lost actor:
+        every unit queued on it fails, and the later failures must not kill its replacement.
+        Returns whether it replaced one."""
         import ray
 
+        if self.generation[i] != generation:
+            return False
         ray.kill(self.actors[i], no_restart=True)
         self.actors[i] = self.new()
+        self.generation[i] += 1
+        return True
 
 
 @dataclass
@@ -280,7 +288,8 @@ class _Unit:
     stage: int = -1
     data: dict = field(default_factory=dict)   # name a stage writes -> object ref
     items: Optional[int] = None                # work items left, as last counted
-    actor: Optional[int] = None                # the pool actor running its stage
+    actor: Optional[tuple] = None              # (slot, generation) of the pool actor running
+                                               # its stage
     node: Optional[str] = None                 # where its first stage ran
 
 
@@ -310,7 +319,7 @@ def run_stages(stages: Sequence[type[Stage]], todo: list, output_dir: str, cfg: 
         flow.stage, flow.actor = i, None
         if i in pools:
             flow.actor = pools[i].take()
-            output, info = pools[i].actors[flow.actor].process.remote(*args)
+            output, info = pools[i].actors[flow.actor[0]].process.remote(*args)
         else:
             output, info = remote[i].remote(*args)
         flow.data[stage.writes] = output
@@ -325,7 +334,7 @@ def run_stages(stages: Sequence[type[Stage]], todo: list, output_dir: str, cfg: 
         flow = inflight.pop(ref)
         stage, unit = stages[flow.stage], flow.unit
         if flow.actor is not None:
-            pools[flow.stage].release(flow.actor)
+            pools[flow.stage].release(flow.actor[0])
         try:
             items, node = ray.get(ref)  # raises here, with the unit named, if the stage failed
             flow.node = flow.node or node
@@ -343,9 +352,9 @@ def run_stages(stages: Sequence[type[Stage]], todo: list, output_dir: str, cfg: 
             why = f"{type(e).__name__}: {e}"
             if flow.actor is not None and isinstance(e, (ray.exceptions.ActorDiedError,
                                                          ray.exceptions.ActorUnavailableError)):
-                pools[flow.stage].replace(flow.actor)
-                progress(f"{stage.worker_name or stage.name} actor {flow.actor} lost "
-                         f"({why.splitlines()[0]}); replaced")
+                if pools[flow.stage].replace(*flow.actor):
+                    progress(f"{stage.worker_name or stage.name} actor {flow.actor[0]} lost "
+                             f"({why.splitlines()[0]}); replaced")
             if attempts[unit.name] < ex.unit_attempts:
                 stats.units_resubmitted += 1
                 delay = min(2.0 ** (attempts[unit.name] - 1), 30.0)

@@ -124,7 +124,8 @@ def test_ray_driver_runs_any_stage_list_as_the_local_fold_does(tmp_path):
     assert (stats["videos"], stats["pairs"]) == (9, 5)
     assert list(stats["units_by_node"].values()) == [3]
     lost = [line for line in progress if line.startswith("squarer actor")]
-    assert lost and all(re.fullmatch(r"squarer actor 0 lost \(Actor(Died|Unavailable)Error: "
+    # one replacement for the one death, though every unit queued on that actor fails with it
+    assert len(lost) == 1 and all(re.fullmatch(r"squarer actor 0 lost \(Actor(Died|Unavailable)Error: "
                                      r".*\); replaced", line) for line in lost), progress
     assert any(re.fullmatch(r"unit u-die lost in square \(Actor(Died|Unavailable)Error: .*\); "
                             r"resubmitting it in 1 s \(attempt 2 of 2\)", line)
