@@ -51,8 +51,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from jobs import quiet_deepspeed
 from schemas import storage
+from trainer.distributed import quiet_deepspeed
 
 # Spelled out so that bad usage fails without importing torch; tests/jobs/test_edit.py checks
 # them against model.lightning_drag.FUSION_MODES and model.pipeline.SCHEDULES / SCHEDULERS.

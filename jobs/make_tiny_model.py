@@ -21,7 +21,8 @@ import argparse
 import logging
 import sys
 
-from jobs import out_dir_problem, quiet_deepspeed
+from jobs import out_dir_problem
+from trainer.distributed import quiet_deepspeed
 
 # model.lightning_drag.FUSION_MODES, spelled out so that usage errors need no torch import
 # (tests/jobs/test_edit.py checks that they agree).

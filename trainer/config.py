@@ -1,16 +1,21 @@
-"""The trainer's typed configuration, loaded from YAML (`schemas.typed_config`).
+"""The trainer's typed configuration, loaded from YAML (`schemas.typed_config`), and the run's
+copy of it.
 
 A mistyped key is an error naming it. Every run writes its resolved config to
-`<run_dir>/config.yaml` (storage secrets redacted). Its content, everything but the keys of
-RUN_KEYS, is what the weights depend on: resuming with other content is refused, naming the
-keys. The RUN_KEYS (logging, validation and checkpoint cadence and retention, storage) may
-change when a run is resumed.
+`<run_dir>/config.yaml` (storage secrets redacted; `write_run_config`). Its content, everything
+but the keys of RUN_KEYS, is what the weights depend on: resuming with other content is
+refused, naming the keys. The RUN_KEYS (logging, validation and checkpoint cadence and
+retention, storage) may change when a run is resumed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
+import yaml
+
+from schemas import storage
+from schemas.dataset import config_diff, format_config_diff
 from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import TypedConfig, build, load_yaml, require
 
@@ -142,3 +147,28 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 
 def from_dict(data: dict) -> Config:
     return build(Config, data).validate()
+
+
+def write_run_config(cfg: Config) -> str:
+    """The resolved config beside the checkpoints (storage secrets redacted). A resumed run
+    must have the same content (RUN_KEYS may differ: the file is then rewritten); anything
+    else is refused naming the keys. Returns what happened, for the log."""
+    path = storage.join(cfg.run_dir, "config.yaml")
+    data = cfg.to_dict()
+    data["storage"] = storage.redact(data["storage"])
+    why = "new run"
+    if storage.exists(path):
+        saved = yaml.safe_load(storage.read_text(path))
+        changed = config_diff(from_dict(saved).content(), cfg.content())
+        if changed:
+            raise ValueError(
+                f"{path}: this run was started with another config, and these keys change "
+                f"the weights: {format_config_diff(changed)}; resume with the run's values "
+                "(only run_dir, logging, validation, checkpoint cadence and retention and "
+                "storage may change) or start a new run_dir")
+        run_changes = config_diff(saved, data)
+        if not run_changes:
+            return "same config: resuming"
+        why = f"resuming with other run settings: {format_config_diff(run_changes)}"
+    storage.publish_text(path, yaml.safe_dump(data, sort_keys=True))
+    return why
