@@ -22,11 +22,8 @@ import logging
 import sys
 
 from jobs import out_dir_problem
+from model.options import FUSION_MODES
 from trainer.distributed import quiet_deepspeed
-
-# model.lightning_drag.FUSION_MODES, spelled out so that usage errors need no torch import
-# (tests/jobs/test_edit.py checks that they agree).
-FUSION_MODES = ("full", "midup", "up")
 
 
 def main(argv=None) -> int:

@@ -14,12 +14,12 @@ from typing import Optional
 
 import yaml
 
+from model.options import DTYPE_NAMES, FUSION_MODES, POINT_PROJ_INITS
 from schemas import storage
 from schemas.dataset import config_diff, format_config_diff
 from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import TypedConfig, build, load_yaml, require
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Where a run lives and how it logs, validates, checkpoints and reaches storage: none of it
 # changes the weights, so a resumed run may change these (whole sections, or section.key).
 RUN_KEYS = ("run_dir", "log", "checkpoint", "storage", "data.val_pairs")
@@ -69,7 +69,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 100                # optimiser steps
     grad_accum: int = 1             # micro-steps per optimiser step
-    precision: str = "fp32"         # fp32 | bf16 | fp16 (trainable weights and frozen parts)
+    precision: str = "fp32"         # fp32 | fp16 | bf16 (trainable weights and frozen parts)
     zero_stage: int = 2
     grad_checkpointing: bool = False
     point_dropout: float = 0.1      # drop a pair's points with this probability (point CFG)
@@ -120,10 +120,10 @@ class Config(TypedConfig):
         checks = [
             (bool(self.data.shards), "data.shards: required"),
             (bool(self.model.checkpoints), "model.checkpoints: required"),
-            (self.model.fusion in ("full", "midup", "up"), "model.fusion: full|midup|up"),
-            (self.model.point_proj_init in ("zero", "random"),
-             "model.point_proj_init: zero|random"),
-            (self.train.precision in PRECISIONS, f"train.precision: {'|'.join(PRECISIONS)}"),
+            (self.model.fusion in FUSION_MODES, f"model.fusion: {'|'.join(FUSION_MODES)}"),
+            (self.model.point_proj_init in POINT_PROJ_INITS,
+             f"model.point_proj_init: {'|'.join(POINT_PROJ_INITS)}"),
+            (self.train.precision in DTYPE_NAMES, f"train.precision: {'|'.join(DTYPE_NAMES)}"),
             (self.train.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0..3"),
             (self.optim.schedule in LR_SCHEDULES, f"optim.schedule: {'|'.join(LR_SCHEDULES)}"),
             (self.train.steps >= 1 and self.train.grad_accum >= 1, "train.steps, grad_accum >= 1"),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from model.layout import checkpoint_paths
+from model.options import torch_dtype
 from model.pipeline import DragEditPipeline
 from schemas import storage
 from trainer.checkpoint import CheckpointStore, checkpoint_store, resume_from, save_checkpoint
@@ -34,7 +35,6 @@ from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_
 from trainer.validation import validate, validation_pairs
 
 log = logging.getLogger("trainer")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def deepspeed_config(cfg: Config) -> dict:
@@ -81,7 +81,7 @@ def load_pipeline(cfg: Config, device: str) -> DragEditPipeline:
     paths = checkpoint_paths(cfg.model.checkpoints)
     return DragEditPipeline.from_pretrained(
         cfg.model.init or None, paths["base"], paths["ip_adapter"], vae_dir=paths["vae"],
-        fusion=cfg.model.fusion, device=device, dtype=DTYPES[cfg.train.precision],
+        fusion=cfg.model.fusion, device=device, dtype=torch_dtype(cfg.train.precision),
         point_embed_dim=cfg.model.point_embed_dim, point_proj_init=cfg.model.point_proj_init)
 
 
