@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from model.options import DTYPE_NAMES, SCHEDULERS, torch_dtype  # noqa: E402
 from model.pipeline import DragEditPipeline  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ROWS = [("DDIM-25, point guidance", "ddim", 25, "inverse-square"),
         ("DDIM-25, no guidance", "ddim", 25, "none"),
         ("LCM-8, point guidance", "lcm", 8, "inverse-square"),
@@ -124,15 +124,15 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["tiny", "sd15"], default="tiny")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", choices=list(DTYPES), default=None)
+    ap.add_argument("--dtype", choices=DTYPE_NAMES, default=None)
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--schedulers", nargs="+", choices=["ddim", "lcm"], default=["ddim", "lcm"],
+    ap.add_argument("--schedulers", nargs="+", choices=SCHEDULERS, default=list(SCHEDULERS),
                     help="rows to run (default both)")
     ap.add_argument("--out", default=os.path.join("bench", "out", "edit.json"))
     args = ap.parse_args(argv)
     dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
-    dtype = DTYPES[dtype_name]
+    dtype = torch_dtype(dtype_name)
 
     started = time.perf_counter()
     build = tiny_pipeline if args.size == "tiny" else sd15_pipeline

@@ -2,16 +2,6 @@
 import os
 
 
-def quiet_deepspeed() -> None:
-    """On a machine without a GPU, DeepSpeed (imported by accelerate whenever diffusers loads
-    a model) prints an accelerator auto-detection warning to *stdout*, into the jobs' own
-    output. Naming the CPU accelerator up front skips the detection and its warning."""
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-
 def private_ray_on_loopback(ray_address: str | None) -> None:
     """A job that starts its own local Ray (no --ray-address and no RAY_ADDRESS) keeps it on
     127.0.0.1: otherwise Ray advertises the machine's routable address for that private

@@ -51,16 +51,10 @@ import time
 import numpy as np
 from PIL import Image
 
-from jobs import quiet_deepspeed
+from model.options import DTYPE_NAMES, FUSION_MODES, SCHEDULERS, SCHEDULES, torch_dtype
 from schemas import storage
-
-# Spelled out so that bad usage fails without importing torch; tests/jobs/test_edit.py checks
-# them against model.lightning_drag.FUSION_MODES and model.pipeline.SCHEDULES / SCHEDULERS.
-FUSION_MODES = ("full", "midup", "up")
-SCHEDULES = ("none", "constant", "linear", "square", "inverse-square")
-SCHEDULERS = ("ddim", "lcm")
-DTYPES = ("fp32", "fp16", "bf16")
-META_FILE = "meta_data.pkl"  # schemas.dragbench.META_FILE
+from schemas.dragbench import META_FILE
+from trainer.distributed import quiet_deepspeed
 
 
 class UsageError(Exception):
@@ -135,7 +129,7 @@ def add_sampling_arguments(ap: argparse.ArgumentParser):
                    help="the size to run at, multiples of 64 for SD-1.5 (default: about the "
                         "model resolution's area with the input's aspect ratio)")
     s.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    s.add_argument("--dtype", default="fp32", choices=DTYPES, help="default fp32")
+    s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="default fp32")
     return s
 
 
@@ -255,16 +249,14 @@ def resolve_device(args) -> str:
 def load_pipeline(args, paths: dict, device: str):
     """The DragEditPipeline of `checkpoint_paths(args)`, in --dtype on `device`; a checkpoint
     that does not load is a UsageError naming it."""
-    import torch
-
     from model.checkpoint import CheckpointError
     from model.pipeline import DragEditPipeline
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     try:
         return DragEditPipeline.from_pretrained(
             paths["model_dir"], paths["base"], paths["ip_adapter"], lcm_lora=paths["lcm_lora"],
-            vae_dir=paths["vae"], fusion=args.fusion, device=device, dtype=dtype)
+            vae_dir=paths["vae"], fusion=args.fusion, device=device,
+            dtype=torch_dtype(args.dtype))
     except CheckpointError as e:
         raise UsageError(e) from None
 

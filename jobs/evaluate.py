@@ -43,6 +43,7 @@ import tempfile
 
 from jobs.edit import (UsageError, positive_int, add_checkpoint_arguments, add_sampling_arguments,
                        checkpoint_paths, fetch_input, load_pipeline, resolve_device)
+from model.options import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipeline.tracking import BACKENDS
 from schemas import storage
 
@@ -231,8 +232,6 @@ def _evaluate(args, data: str) -> int:
 
 def resolved_defaults(args, pipe) -> dict:
     """The scheduler, steps and guidance the model's edits used (the defaults filled in)."""
-    from model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
     scheduler = args.scheduler or ("lcm" if pipe.lcm else "ddim")
     return {"scheduler": scheduler,
             "steps": args.steps or DEFAULT_STEPS[scheduler],

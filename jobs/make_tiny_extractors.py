@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import out_dir_problem, quiet_deepspeed
+from jobs import out_dir_problem
+from trainer.distributed import quiet_deepspeed
 
 
 def main(argv=None) -> int:

@@ -21,11 +21,9 @@ import argparse
 import logging
 import sys
 
-from jobs import out_dir_problem, quiet_deepspeed
-
-# model.lightning_drag.FUSION_MODES, spelled out so that usage errors need no torch import
-# (tests/jobs/test_edit.py checks that they agree).
-FUSION_MODES = ("full", "midup", "up")
+from jobs import out_dir_problem
+from model.options import FUSION_MODES
+from trainer.distributed import quiet_deepspeed
 
 
 def main(argv=None) -> int:

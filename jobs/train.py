@@ -36,8 +36,9 @@ import sys
 # The deepspeed launcher runs this file as a script: make the repository importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs import private_ray_on_loopback, quiet_deepspeed  # noqa: E402
+from jobs import private_ray_on_loopback  # noqa: E402
 from schemas.typed_config import ConfigError  # noqa: E402
+from trainer.distributed import quiet_deepspeed  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.appearance_encoder import AppearanceEncoderModel
-from model.lightning_drag import FUSION_MODES, ImageProjection, LightningDragModel, is_fused
+from model.lightning_drag import ImageProjection, LightningDragModel, is_fused
+from model.options import FUSION_MODES, POINT_PROJ_INITS
 from model.pixel_vae import PixelVAE
 from model.point_embedding import PointEmbedding
 
@@ -229,9 +230,6 @@ def load_image_projection(ip_dir: str, unet, image_embed_dim: int):
     check_state_dict(f"{ip_dir} image_proj", image_proj.state_dict(), proj_state)
     image_proj.load_state_dict(proj_state)
     return image_proj, ip_state
-
-
-POINT_PROJ_INITS = ("zero", "random")
 
 
 def new_lightning_drag(unet, image_embed_dim: int, ip_dir: str, fusion: str = "full",

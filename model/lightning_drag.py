@@ -12,9 +12,8 @@ from torch import nn
 from model.appearance_encoder import AppearanceEncoderModel
 from model.attention import (AppearanceWriteProcessor, DragConditions, IPAttnProcessor,
                              PlainAttnProcessor, PointAttnProcessor)
+from model.options import FUSION_MODES
 from model.point_embedding import PointEmbedding
-
-FUSION_MODES = ("full", "midup", "up")
 
 
 def is_fused(layer: str, fusion: str) -> bool:

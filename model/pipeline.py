@@ -37,16 +37,12 @@ from model import checkpoint
 from model.attention import DragConditions, tile_batch
 from model.lightning_drag import LightningDragModel
 from model.lora import fuse_lora
+from model.options import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, SCHEDULES
 from model.pixel_vae import PixelVAE
 from model.images import images_to_tensor, tensor_to_images
 from model.points import DragInputError, point_maps, validate_drag
 from schemas.coords import area_size, resize_image, resize_mask, round_to_pixel, scale_points
 
-SCHEDULES = ("none", "constant", "linear", "square", "inverse-square")
-SCHEDULERS = ("ddim", "lcm")
-# The public release's demo: 25 DDIM steps at point guidance 4.0, 8 LCM steps at 3.0.
-DEFAULT_STEPS = {"ddim": 25, "lcm": 8}
-DEFAULT_GUIDANCE = {"ddim": 4.0, "lcm": 3.0}
 NOISE_PRIOR_TIMESTEP = 999
 
 

@@ -1,21 +1,21 @@
-"""Where a run's checkpoints are kept: `<run_dir>/checkpoints/step_XXXXXXXX/`.
+"""A run's checkpoints: what one holds, writing one, resuming from one, and where they are kept.
 
-A checkpoint holds DeepSpeed's state (`state/`, every rank writes its part), each rank's data
-position (`data/`), `trainer.json` (step, batches consumed, counters, world size) and the
-inference export `lightning-drag-sd15/`. It is complete or it is not resumed from.
+`step_XXXXXXXX/` holds DeepSpeed's state (`state/`, every rank writes its part), each rank's
+data position (`data/`), `trainer.json` (step, batches consumed, counters, world size), the EMA
+(`ema.safetensors`, trainer.ema) and the inference export `lightning-drag-sd15/` (public layout,
+loads in jobs.edit with the run's base model and IP-Adapter). It is complete or it is not
+resumed from. A checkpoint resumes only with the world size that wrote it (each rank's data
+stream and optimizer shard belong to its rank).
 
-Every store has the same three calls (trainer.ray_train.RayTrainCheckpoints is the third):
-- `latest()`: a context giving the newest complete checkpoint as a local directory, or None;
-- `begin(name, rank)`: the local directory this rank writes its files of checkpoint `name`;
-- `commit(name, folder, rank, state)`: called by every rank once its files are written.
-
-`checkpoint_store(run_dir, keep_last)` picks the store for a run directory:
+Where they are kept is a `CheckpointStore` (three calls, see it); `checkpoint_store(run_dir,
+keep_last)` picks one for a run directory, `<run_dir>/checkpoints/`:
 - `LocalCheckpoints` for a filesystem every rank shares: a checkpoint is written under
   `.staging-<name>` and renamed by rank 0 when every rank is done;
 - `UrlCheckpoints` for object storage (s3://, gs://, ...): every rank writes into a private
   local directory and uploads its files, rank 0 uploads `trainer.json` last, after every
   rank's upload, so a checkpoint with `trainer.json` is complete; resuming downloads it.
-Both keep the newest `keep_last` complete checkpoints.
+Both keep the newest `keep_last` complete checkpoints. Under Ray Train the store is
+trainer.ray_train.RayTrainCheckpoints: Ray's storage.
 """
 from __future__ import annotations
 
@@ -25,12 +25,28 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
+from typing import Protocol
 
 from schemas import storage
 
 log = logging.getLogger("trainer")
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer.json"     # written last: its presence marks a complete checkpoint
+EXPORT_DIR = "lightning-drag-sd15"
+
+
+class CheckpointStore(Protocol):
+    """Where checkpoints are kept; every rank makes the same calls."""
+
+    def latest(self) -> contextlib.AbstractContextManager[str | None]:
+        """A context giving the newest complete checkpoint as a local directory, or None."""
+
+    def begin(self, name: str, rank: int) -> str:
+        """The local directory this rank writes its files of checkpoint `name` into."""
+
+    def commit(self, name: str, folder: str, rank: int, state: dict) -> None:
+        """Called by every rank once its files of `name` are written in `folder`."""
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -79,7 +95,7 @@ def _barrier() -> None:
     dist.barrier()
 
 
-class LocalCheckpoints:
+class LocalCheckpoints(CheckpointStore):
     """Checkpoints in `<run_dir>/checkpoints/` on a filesystem every rank shares (module doc)."""
 
     def __init__(self, run_dir: str, keep_last: int):
@@ -107,7 +123,7 @@ class LocalCheckpoints:
         _barrier()
 
 
-class UrlCheckpoints:
+class UrlCheckpoints(CheckpointStore):
     """Checkpoints in `<run_dir>/checkpoints/` on object storage (module doc)."""
 
     def __init__(self, run_dir: str, keep_last: int):
@@ -161,8 +177,81 @@ class UrlCheckpoints:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def checkpoint_store(run_dir: str, keep_last: int):
+def checkpoint_store(run_dir: str, keep_last: int) -> CheckpointStore:
     """The store for `run_dir`: UrlCheckpoints for a URL, else LocalCheckpoints."""
     if storage.is_url(run_dir):
         return UrlCheckpoints(run_dir, keep_last)
     return LocalCheckpoints(run_dir, keep_last)
+
+
+# --- writing and resuming --------------------------------------------------------------------
+# model, DeepSpeed and the EMA are imported where used: the stores above serve the Ray driver
+# and storage tools, which build no model.
+
+def save_checkpoint(engine, module, rank: int, state: dict, store: CheckpointStore,
+                    ema=None, loader=None) -> None:
+    """Checkpoint `step_<state["step"]>` of the engine (every rank calls this): DeepSpeed's
+    state, this rank's data position (when the loader is the shard stream), trainer.json and,
+    from rank 0, the export (EMA weights when `ema`) and ema.safetensors."""
+    import deepspeed
+
+    from model.checkpoint import save_lightning_drag
+
+    name = f"{CHECKPOINT_PREFIX}{state['step']:08d}"
+    folder = store.begin(name, rank)
+    engine.save_checkpoint(folder, tag="state")  # every rank writes its shard of the state
+    if loader is not None:  # each rank's stream has its own position
+        os.makedirs(os.path.dirname(data_position_file(folder, rank)), exist_ok=True)
+        with open(data_position_file(folder, rank), "w") as f:
+            json.dump(loader.state_dict(), f)
+    # The export needs whole parameters: gathered from every rank under ZeRO-3, a no-op else.
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        if rank == 0:
+            export = os.path.join(folder, EXPORT_DIR)
+            with_backbone = module.trains_backbone
+            if ema is None:
+                save_lightning_drag(module.drag_model, export, with_backbone)
+            else:
+                ema.save(folder)
+                with ema.swapped_in(module):
+                    save_lightning_drag(module.drag_model, export, with_backbone)
+    if rank == 0:
+        write_trainer_state(folder, state)
+    store.commit(name, folder, rank, state)
+
+
+@dataclass
+class Resume:
+    """Where a run starts: `checkpoint` (None: a new run), its trainer state and this rank's
+    data position (None: a new run, or batches that the caller gives)."""
+    checkpoint: str | None
+    state: dict
+    data_position: dict | None = None
+
+    def load(self, engine, ema=None) -> None:
+        """The engine's state (model, optimizer, LR schedule) and the EMA from the checkpoint;
+        nothing for a new run."""
+        if self.checkpoint is None:
+            return
+        engine.load_checkpoint(self.checkpoint, tag="state")
+        if ema is not None:
+            ema.load(self.checkpoint)
+        log.info("resumed from %s at step %d", self.checkpoint, self.state["step"])
+
+
+def resume_from(checkpoint: str | None, rank: int, world: int, data_position: bool) -> Resume:
+    """The start of a run whose latest checkpoint is `checkpoint` (a store's `latest()`).
+    Refuses (ValueError), before anything is built, a checkpoint of another world size and,
+    when this rank's `data_position` is wanted, one without it."""
+    if checkpoint is None:
+        return Resume(None, {"step": 0, "batches": 0, "skipped_nonfinite": 0, "samples": 0,
+                             "world_size": world})
+    state = read_trainer_state(checkpoint)
+    check_world_size(state, world, checkpoint)
+    if not data_position:
+        return Resume(checkpoint, state)
+    path = data_position_file(checkpoint, rank)
+    if not os.path.isfile(path):
+        raise ValueError(f"{checkpoint} has no data position for rank {rank}")
+    with open(path) as f:
+        return Resume(checkpoint, state, json.load(f))

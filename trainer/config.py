@@ -1,20 +1,25 @@
-"""The trainer's typed configuration, loaded from YAML (`schemas.typed_config`).
+"""The trainer's typed configuration, loaded from YAML (`schemas.typed_config`), and the run's
+copy of it.
 
 A mistyped key is an error naming it. Every run writes its resolved config to
-`<run_dir>/config.yaml` (storage secrets redacted). Its content, everything but the keys of
-RUN_KEYS, is what the weights depend on: resuming with other content is refused, naming the
-keys. The RUN_KEYS (logging, validation and checkpoint cadence and retention, storage) may
-change when a run is resumed.
+`<run_dir>/config.yaml` (storage secrets redacted; `write_run_config`). Its content, everything
+but the keys of RUN_KEYS, is what the weights depend on: resuming with other content is
+refused, naming the keys. The RUN_KEYS (logging, validation and checkpoint cadence and
+retention, storage) may change when a run is resumed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
+import yaml
+
+from model.options import DTYPE_NAMES, FUSION_MODES, POINT_PROJ_INITS
+from schemas import storage
+from schemas.dataset import config_diff, format_config_diff
 from schemas.storage import StorageSettings, settings_problem
 from schemas.typed_config import TypedConfig, build, load_yaml, require
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Where a run lives and how it logs, validates, checkpoints and reaches storage: none of it
 # changes the weights, so a resumed run may change these (whole sections, or section.key).
 RUN_KEYS = ("run_dir", "log", "checkpoint", "storage", "data.val_pairs")
@@ -64,7 +69,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 100                # optimiser steps
     grad_accum: int = 1             # micro-steps per optimiser step
-    precision: str = "fp32"         # fp32 | bf16 | fp16 (trainable weights and frozen parts)
+    precision: str = "fp32"         # fp32 | fp16 | bf16 (trainable weights and frozen parts)
     zero_stage: int = 2
     grad_checkpointing: bool = False
     point_dropout: float = 0.1      # drop a pair's points with this probability (point CFG)
@@ -115,10 +120,10 @@ class Config(TypedConfig):
         checks = [
             (bool(self.data.shards), "data.shards: required"),
             (bool(self.model.checkpoints), "model.checkpoints: required"),
-            (self.model.fusion in ("full", "midup", "up"), "model.fusion: full|midup|up"),
-            (self.model.point_proj_init in ("zero", "random"),
-             "model.point_proj_init: zero|random"),
-            (self.train.precision in PRECISIONS, f"train.precision: {'|'.join(PRECISIONS)}"),
+            (self.model.fusion in FUSION_MODES, f"model.fusion: {'|'.join(FUSION_MODES)}"),
+            (self.model.point_proj_init in POINT_PROJ_INITS,
+             f"model.point_proj_init: {'|'.join(POINT_PROJ_INITS)}"),
+            (self.train.precision in DTYPE_NAMES, f"train.precision: {'|'.join(DTYPE_NAMES)}"),
             (self.train.zero_stage in (0, 1, 2, 3), "train.zero_stage: 0..3"),
             (self.optim.schedule in LR_SCHEDULES, f"optim.schedule: {'|'.join(LR_SCHEDULES)}"),
             (self.train.steps >= 1 and self.train.grad_accum >= 1, "train.steps, grad_accum >= 1"),
@@ -142,3 +147,28 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 
 def from_dict(data: dict) -> Config:
     return build(Config, data).validate()
+
+
+def write_run_config(cfg: Config) -> str:
+    """The resolved config beside the checkpoints (storage secrets redacted). A resumed run
+    must have the same content (RUN_KEYS may differ: the file is then rewritten); anything
+    else is refused naming the keys. Returns what happened, for the log."""
+    path = storage.join(cfg.run_dir, "config.yaml")
+    data = cfg.to_dict()
+    data["storage"] = storage.redact(data["storage"])
+    why = "new run"
+    if storage.exists(path):
+        saved = yaml.safe_load(storage.read_text(path))
+        changed = config_diff(from_dict(saved).content(), cfg.content())
+        if changed:
+            raise ValueError(
+                f"{path}: this run was started with another config, and these keys change "
+                f"the weights: {format_config_diff(changed)}; resume with the run's values "
+                "(only run_dir, logging, validation, checkpoint cadence and retention and "
+                "storage may change) or start a new run_dir")
+        run_changes = config_diff(saved, data)
+        if not run_changes:
+            return "same config: resuming"
+        why = f"resuming with other run settings: {format_config_diff(run_changes)}"
+    storage.publish_text(path, yaml.safe_dump(data, sort_keys=True))
+    return why

@@ -36,18 +36,18 @@ import os
 import tempfile
 
 from schemas import storage
-from trainer.checkpoint import CHECKPOINT_PREFIX, check_world_size
-from trainer.config import Config
-from trainer.loop import train, write_run_config
+from trainer.checkpoint import CHECKPOINT_PREFIX, CheckpointStore, check_world_size
+from trainer.config import Config, write_run_config
+from trainer.distributed import quiet_deepspeed
+from trainer.loop import train
 
 log = logging.getLogger("trainer")
 DEFAULT_RUN_NAME = "checkpoints"  # with storage_path = run_dir: where the plain launcher keeps them
 
 
-class RayTrainCheckpoints:
-    """Checkpoints kept by Ray Train (the store interface of trainer.loop.LocalCheckpoints):
-    every rank writes its files into a private local directory and reports it; Ray uploads and
-    merges them (module doc)."""
+class RayTrainCheckpoints(CheckpointStore):
+    """Checkpoints kept by Ray Train: every rank writes its files into a private local
+    directory and reports it; Ray uploads and merges them (module doc)."""
 
     @contextlib.contextmanager
     def latest(self):
@@ -74,10 +74,7 @@ class RayTrainCheckpoints:
 def train_worker(config: dict) -> dict:
     """The training function of every Ray Train worker (TorchTrainer has set RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_* and the process group)."""
-    import torch
-
-    if not torch.cuda.is_available():  # as jobs.quiet_deepspeed: no accelerator probe on stdout
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    quiet_deepspeed()
     return train(config["cfg"], device=config["device"], checkpoints=RayTrainCheckpoints())
 
 

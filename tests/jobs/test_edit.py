@@ -136,15 +136,6 @@ def test_make_tiny_model_writes_a_small_pixel_space_world_model(tmp_path, capsys
         "error: resolution 36 is not a multiple of the model's 8 pixels per UNet cell")
 
 
-def test_job_choices_agree_with_the_model():
-    from model import lightning_drag, pipeline
-    from schemas import dragbench
-    assert make_job.FUSION_MODES == edit_job.FUSION_MODES == lightning_drag.FUSION_MODES
-    assert edit_job.SCHEDULES == pipeline.SCHEDULES
-    assert edit_job.SCHEDULERS == pipeline.SCHEDULERS
-    assert edit_job.META_FILE == dragbench.META_FILE
-
-
 # --- edit: successful runs --------------------------------------------------------------------
 
 def read_png(path: Path) -> np.ndarray:

@@ -34,8 +34,7 @@ from tests.jobs.test_evaluate import metric_flags
 from tests.object_store import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.trainer.test_loop import weights
 from tests.trainer.trainer_helpers import config
-from trainer.checkpoint import UrlCheckpoints
-from trainer.loop import EXPORT_DIR
+from trainer.checkpoint import EXPORT_DIR, UrlCheckpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

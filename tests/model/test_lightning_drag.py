@@ -8,7 +8,8 @@ from diffusers import UNet2DConditionModel
 from model.appearance_encoder import AppearanceEncoderModel
 from model.architectures import PUBLIC_POINT_EMBED_DIM, SD15_INPAINT_UNET
 from model.attention import DragConditions, PointAttnProcessor
-from model.lightning_drag import FUSION_MODES, ImageProjection, LightningDragModel
+from model.lightning_drag import ImageProjection, LightningDragModel
+from model.options import FUSION_MODES
 from model.point_embedding import PointEmbedding
 from model.points import point_maps
 from tests.model.conftest import fresh_model

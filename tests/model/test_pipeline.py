@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.lightning_drag import FUSION_MODES
-from model.pipeline import SCHEDULES, DragEditPipeline, guidance_scale
+from model.options import FUSION_MODES, SCHEDULES
+from model.pipeline import DragEditPipeline, guidance_scale
 from model.points import DragInputError
 from tests.model.conftest import fresh_model, scene, with_model
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from model.layout import checkpoint_paths
-from model.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DragEditPipeline
+from model.options import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from model.pipeline import DragEditPipeline
 from schemas.coords import area_size, resize_mask, scale_points
 
 

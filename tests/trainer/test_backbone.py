@@ -16,8 +16,8 @@ from model.tiny import save_tiny_checkpoints
 from schemas.typed_config import ConfigError
 from tests.trainer.test_loop import extensions_cache  # noqa: F401
 from tests.trainer.trainer_helpers import config, known_batches
-from trainer.checkpoint import list_checkpoints
-from trainer.loop import EXPORT_DIR, load_pipeline, train
+from trainer.checkpoint import EXPORT_DIR, list_checkpoints
+from trainer.loop import load_pipeline, train
 from trainer.model import TrainModule, noise_scheduler, prepare_inputs
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from schemas.typed_config import ConfigError
 from tests.conftest import REPO
 from tests.trainer.trainer_helpers import config, known_batches
 from trainer.config import load_config
-from trainer.checkpoint import list_checkpoints
-from trainer.loop import EXPORT_DIR, sample_generators, train
+from trainer.checkpoint import EXPORT_DIR, list_checkpoints
+from trainer.loop import sample_generators, train
 from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from tests.conftest import REPO
 from tests.ray_cluster import LocalCluster, clean_env, free_port
 from tests.trainer.test_loop import weights
 from tests.trainer.trainer_helpers import config
-from trainer.loop import EXPORT_DIR
+from trainer.checkpoint import EXPORT_DIR
 from trainer.ray_train import storage_filesystem
 
 STEPS = 4  # checkpoints at 2 and 4; the newest one kept

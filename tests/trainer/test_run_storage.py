@@ -14,8 +14,8 @@ import yaml
 from schemas import storage
 from tests.trainer.trainer_helpers import config
 from trainer.checkpoint import LocalCheckpoints, STATE_FILE, UrlCheckpoints, checkpoint_store
-from trainer.config import from_dict
-from trainer.loop import init_distributed, write_run_config
+from trainer.config import from_dict, write_run_config
+from trainer.distributed import init_distributed
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_url_checkpoints_keep_the_newest_complete_and_ignore_unfinished(run_url)
 def test_tensorboard_events_are_uploaded_and_read_in_place(run_url):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from trainer.tensorboard import TensorBoardLog
+    from trainer.metrics import TensorBoardLog
 
     tb = TensorBoardLog(run_url, sync_every_s=3600)
     tb.add_scalar("train/loss", 0.5, 1)

@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.trainer.trainer_helpers import config
-from trainer.checkpoint import data_position_file, list_checkpoints
-from trainer.loop import EXPORT_DIR, train
+from trainer.checkpoint import EXPORT_DIR, data_position_file, list_checkpoints
+from trainer.loop import train
 
 pytestmark = pytest.mark.slow
 
