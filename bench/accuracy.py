@@ -24,7 +24,7 @@ from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.plan import Unit  # noqa: E402
 from pipeline.stages import LocalRun  # noqa: E402
 from schemas import coords  # noqa: E402
-from schemas.validate import read_shard  # noqa: E402
+from schemas.shard import read_shard  # noqa: E402
 
 
 def main() -> None:

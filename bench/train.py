@@ -3,7 +3,8 @@
   python bench/train.py [--shards DIR] [--resolution 64] [--batch 4] [--steps 20]
                         [--workers 0 1 2] [--out bench/out/train.json]
 
-Shards: --shards, or ones the pipeline builds here from synthetic clips (as the tests do).
+Shards: --shards, or ones the pipeline builds here from synthetic clips
+(`pipeline.synthetic.translate_pair_shards`, as the tests do).
 Rows, all in this run on the same shards:
   loader    trainer.data batches/s and samples/s with 0, 1, 2 ... DataLoader workers, and
             samples/s per CPU core used (workers, or 1 for in-process loading)
@@ -75,10 +76,8 @@ def main(argv=None) -> int:
     scratch = tempfile.mkdtemp(prefix="bench-train-data-")
     shards = args.shards
     if not shards:
-        from pathlib import Path
-
-        from tests.trainer.trainer_helpers import build_pair_shards
-        shards = build_pair_shards(Path(scratch), Path(scratch) / "pairs")
+        from pipeline.synthetic import translate_pair_shards
+        shards = translate_pair_shards(scratch, os.path.join(scratch, "pairs"))
     checkpoints = os.path.join(scratch, "checkpoints")
     save_tiny_checkpoints(checkpoints)
 

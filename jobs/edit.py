@@ -324,42 +324,32 @@ def _read_mask(path: str) -> np.ndarray:
     return np.where(editable, 255, 0).astype(np.uint8)
 
 
-def checkpoint_paths(args) -> dict:
-    """model_dir/base/ip_adapter/lcm_lora/vae paths from --checkpoints and the explicit flags."""
-    flags = {"model_dir": "--model-dir", "base": "--base", "ip_adapter": "--ip-adapter"}
-    from_root = {}
-    if args.checkpoints:
-        if not os.path.isdir(args.checkpoints):
-            raise UsageError(f"--checkpoints {args.checkpoints}: not a directory")
-        from model.layout import checkpoint_paths as layout
-        from_root = layout(args.checkpoints)
-    else:
-        missing = [flag for key, flag in flags.items() if getattr(args, key) is None]
-        if missing:
-            raise UsageError(f"no checkpoints: give --checkpoints ROOT, or all of --model-dir, "
-                             f"--base and --ip-adapter (missing {', '.join(missing)})")
-    paths = {}
-    for key, flag in flags.items():
-        path = getattr(args, key) or from_root[key]
-        where = flag if getattr(args, key) else f"--checkpoints ({flag})"
-        if not os.path.isdir(path):
-            raise UsageError(f"{where} {path}: not a directory")
-        paths[key] = path
-    paths["lcm_lora"] = args.lcm_lora
-    if args.lcm_lora is None and args.scheduler == "lcm":
-        if not from_root:
-            raise UsageError("--scheduler lcm needs an LCM-LoRA: give --lcm-lora FILE or "
-                             "--checkpoints ROOT")
-        paths["lcm_lora"] = from_root["lcm_lora"]
-    if paths["lcm_lora"] and not os.path.isfile(paths["lcm_lora"]):
-        where = "--lcm-lora" if args.lcm_lora else "--checkpoints (LCM-LoRA)"
-        raise UsageError(f"{where} {paths['lcm_lora']}: file not found")
-    if args.vae and not os.path.isdir(args.vae):
-        raise UsageError(f"--vae {args.vae}: not a directory")
-    from model.layout import vae_dir
-    paths["vae"] = args.vae or vae_dir(paths["base"], args.checkpoints)
-    return paths
+# Each part's flag, and how a message names the part when it came from --checkpoints ROOT.
+PART_FLAGS = {"root": "--checkpoints", "model_dir": "--model-dir", "base": "--base",
+              "ip_adapter": "--ip-adapter", "lcm_lora": "--lcm-lora", "vae": "--vae"}
+FROM_ROOT = {**{part: f"--checkpoints ({flag})" for part, flag in PART_FLAGS.items()},
+             "lcm_lora": "--checkpoints (LCM-LoRA)"}
 
+
+def checkpoint_paths(args) -> dict:
+    """model_dir/base/ip_adapter/lcm_lora/vae paths from --checkpoints and the explicit flags
+    (model.layout.resolve_paths has the rules); UsageError naming the flag when one is off."""
+    from model.layout import LayoutError, resolve_paths
+
+    try:
+        return resolve_paths(args.checkpoints, lcm=args.scheduler == "lcm",
+                             model_dir=args.model_dir, base=args.base,
+                             ip_adapter=args.ip_adapter, lcm_lora=args.lcm_lora, vae=args.vae)
+    except LayoutError as e:
+        if e.part is None:
+            raise UsageError("no checkpoints: give --checkpoints ROOT, or all of --model-dir, "
+                             "--base and --ip-adapter (missing "
+                             f"{', '.join(PART_FLAGS[p] for p in e.missing)})") from None
+        if e.path is None:  # LCM sampling asked for, and no LoRA anywhere
+            raise UsageError("--scheduler lcm needs an LCM-LoRA: give --lcm-lora FILE or "
+                             "--checkpoints ROOT") from None
+        where = FROM_ROOT[e.part] if e.from_root else PART_FLAGS[e.part]
+        raise UsageError(f"{where} {e.path}: {e.problem}") from None
 
 if __name__ == "__main__":
     sys.exit(main())

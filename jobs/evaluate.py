@@ -247,7 +247,7 @@ def _bench_data(args, data: str):
             raise UsageError(f"--data {args.data}: no DragBench sample folders (with "
                              "meta_data.pkl) found")
         return data
-    from trainer.data import list_shards
+    from schemas.shard import list_shards
     try:
         return list_shards(data)
     except ValueError as e:

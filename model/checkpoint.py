@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,6 +27,7 @@ from model.lightning_drag import ImageProjection, LightningDragModel, is_fused
 from model.options import FUSION_MODES, POINT_PROJ_INITS
 from model.pixel_vae import PixelVAE
 from model.point_embedding import PointEmbedding
+from schemas.storage import replacing
 
 APPEARANCE_DIR = "appearance_encoder"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -80,20 +80,6 @@ def load_tensor_file(path: str) -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
     return state
-
-
-def _publish(write, path: str) -> None:
-    """Write through a temporary file in the same directory, then rename: complete or absent."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _torch_save(obj, path: str) -> None:
@@ -184,7 +170,8 @@ def save_ip_adapter_file(model: LightningDragModel, ip_dir: str) -> None:
     ip = {k: v for k, v in model.attention_processors.state_dict().items()
           if k.endswith(("to_k_ip.weight", "to_v_ip.weight"))}
     state = {"image_proj": _cpu(model.image_proj.state_dict()), "ip_adapter": _cpu(ip)}
-    _publish(lambda p: _torch_save(state, p), os.path.join(ip_dir, IP_ADAPTER_FILE))
+    with replacing(os.path.join(ip_dir, IP_ADAPTER_FILE)) as tmp:
+        _torch_save(state, tmp)
 
 
 # --- LightningDrag ---------------------------------------------------------------------------
@@ -298,9 +285,10 @@ def _save_diffusers_model(model, folder: str, state: dict) -> None:
     os.makedirs(folder, exist_ok=True)
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     config = {"_class_name": type(model).__name__, **config}
-    _publish(lambda p: save_file(_cpu(state), p), os.path.join(folder, DIFFUSERS_WEIGHTS))
-    _publish(lambda p: _write_text(p, json.dumps(config, indent=2, default=list)),
-             os.path.join(folder, "config.json"))
+    with replacing(os.path.join(folder, DIFFUSERS_WEIGHTS)) as tmp:
+        save_file(_cpu(state), tmp)
+    with replacing(os.path.join(folder, "config.json")) as tmp:
+        _write_text(tmp, json.dumps(config, indent=2, default=list))
 
 
 def save_lightning_drag(model: LightningDragModel, model_dir: str,
@@ -313,7 +301,7 @@ def save_lightning_drag(model: LightningDragModel, model_dir: str,
     if with_backbone:  # the processors are saved in the attention file, not as UNet weights
         state = {k: v for k, v in model.unet.state_dict().items() if ".processor." not in k}
         _save_diffusers_model(model.unet, os.path.join(model_dir, BACKBONE_DIR), state)
-    _publish(lambda p: _torch_save(_cpu(model.point_embedding.state_dict()), p),
-             os.path.join(model_dir, POINT_EMBEDDING_FILE))
-    _publish(lambda p: _torch_save(_cpu(model.attention_processors.state_dict()), p),
-             os.path.join(model_dir, ATTN_FILE))
+    with replacing(os.path.join(model_dir, POINT_EMBEDDING_FILE)) as tmp:
+        _torch_save(_cpu(model.point_embedding.state_dict()), tmp)
+    with replacing(os.path.join(model_dir, ATTN_FILE)) as tmp:
+        _torch_save(_cpu(model.attention_processors.state_dict()), tmp)

@@ -37,3 +37,52 @@ def vae_dir(base: str, root: str | None = None) -> str:
         if os.path.isdir(os.path.join(root, name)):
             return os.path.join(root, name)
     return os.path.join(base, "vae")
+
+
+class LayoutError(ValueError):
+    """A component that cannot be loaded from where it was asked for. `part` is a LAYOUT key,
+    "vae", "root" (the checkpoints directory) or None (parts missing: `missing` names them);
+    `from_root` says whether the path came from the checkpoints root rather than being given."""
+
+    def __init__(self, problem: str, part: str | None, path: str | None = None,
+                 from_root: bool = False, missing: tuple[str, ...] = ()):
+        super().__init__(problem)
+        self.problem, self.part, self.path = problem, part, path
+        self.from_root, self.missing = from_root, missing
+
+
+REQUIRED_PARTS = ("model_dir", "base", "ip_adapter")
+
+
+def resolve_paths(root: str | None = None, lcm: bool = False, model_dir: str | None = None,
+                  base: str | None = None, ip_adapter: str | None = None,
+                  lcm_lora: str | None = None, vae: str | None = None) -> dict[str, str | None]:
+    """The paths to load a model from: a part given by its own path wins over the checkpoints
+    `root`'s; without a root, model_dir, base and ip_adapter must all be given. The LCM-LoRA is
+    the given file, else the root's when `lcm` (LCM sampling) is asked for, else None. The VAE
+    is the given directory, else the root's release VAE (`vae_dir`), else the base's own.
+    Raises LayoutError for a part that is missing or not there."""
+    given = {"model_dir": model_dir, "base": base, "ip_adapter": ip_adapter}
+    if root and not os.path.isdir(root):
+        raise LayoutError("not a directory", "root", root)
+    from_root = checkpoint_paths(root) if root else {}
+    missing = tuple(part for part in REQUIRED_PARTS if given[part] is None)
+    if not root and missing:
+        raise LayoutError("missing", None, missing=missing)
+    paths = {}
+    for part in REQUIRED_PARTS:
+        paths[part] = given[part] or from_root[part]
+        if not os.path.isdir(paths[part]):
+            raise LayoutError("not a directory", part, paths[part], from_root=not given[part])
+    paths["lcm_lora"] = lcm_lora
+    if lcm_lora is None and lcm:
+        if not root:
+            raise LayoutError("needed for LCM", "lcm_lora")
+        paths["lcm_lora"] = from_root["lcm_lora"]
+    if paths["lcm_lora"] and not os.path.isfile(paths["lcm_lora"]):
+        raise LayoutError("file not found", "lcm_lora", paths["lcm_lora"],
+                          from_root=lcm_lora is None)
+    if vae and not os.path.isdir(vae):
+        raise LayoutError("not a directory", "vae", vae)
+    paths["vae"] = vae or vae_dir(paths["base"], root)
+    return paths

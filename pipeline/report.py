@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 from schemas import storage
 from schemas.manifest import status_kind
 from schemas.sample import SampleError
-from schemas.validate import read_shard
+from schemas.shard import read_shard
 
 REPORT_VERSION = 1
 REPORT_DIR = "report"

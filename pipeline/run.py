@@ -12,7 +12,6 @@ resubmitted or resumed unit writes exactly the bytes an uninterrupted run would 
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import sys
 import time
@@ -27,6 +26,7 @@ from pipeline.report import status_reason
 from pipeline.stages import PAIR_STAGES, RunContext, Stage, check_stages, next_stage
 from pipeline.writer import complete_units
 from schemas import dataset, storage
+from schemas.ray_runtime import init_ray
 
 
 class OutputNotShared(dataset.DatasetError):
@@ -87,26 +87,6 @@ def open_version(dataset_dir: str, cfg: PipelineConfig) -> tuple[str, str]:
         changes = dataset.format_config_diff(dataset.config_diff(built_with[previous], wanted))
         return created, (f"new version: config differs from {dataset.version_name(previous)} "
                          f"in {changes}")
-
-
-def init_ray(address: str | None) -> str:
-    """Join `address` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a private
-    local Ray; never silently attach to some other local cluster. Returns what was used."""
-    import ray
-
-    import pipeline
-    import schemas
-
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    # Workers on any node import our packages from the runtime env, not from this checkout.
-    # Paths, not module objects: inside `ray job submit` Ray merges (deep-copies) this with
-    # the job's own runtime env, and modules cannot be copied.
-    env = {"py_modules": [os.path.dirname(m.__file__) for m in (pipeline, schemas)]}
-    if target == "local":
-        ray.init(address="local", runtime_env=env, include_dashboard=False)
-    else:
-        ray.init(address=target, runtime_env=env)
-    return target
 
 
 PROBE_TIMEOUT_S = 120.0
@@ -176,9 +156,9 @@ def build(inputs: list[str], dataset_dir: str, cfg: PipelineConfig,
              f"complete, {len(todo)} to do")
     if todo:
         if not ray.is_initialized():
-            used = init_ray(ray_address)
-            progress(f"ray: {'started a local cluster' if used == 'local' else 'joined ' + used}"
-                     f" with {ray.cluster_resources().get('CPU', 0):g} CPUs")
+            import pipeline
+            import schemas
+            progress(f"ray: {init_ray(ray_address, (pipeline, schemas))}")
         nodes = check_output_shared(dataset_dir, cfg.storage)
         progress(f"output: reachable from all {nodes} Ray node(s)")
         run_stages(PAIR_STAGES, todo, version_dir, cfg, stats, progress)

@@ -538,6 +538,29 @@ def toy_set(out_dir, count: int, seed: int = 0, size: int = 128, num_frames: int
     return result
 
 
+def translate_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
+    """Real pair shards, made in this process by the pipeline's own stages (`LocalRun`, the
+    built-in tracker): three units of uneven size (about 6, 6, 3 pairs) from five translating
+    clips, for the trainer's tests and benchmark. Returns out_dir."""
+    from pipeline.config import from_dict
+    from pipeline.plan import Unit
+    from pipeline.stages import LocalRun
+
+    paths = []
+    for i in range(5):
+        path = os.path.join(os.fspath(videos_dir), f"translate-{i}.mp4")
+        make_clip(ClipSpec(name=f"translate-{i}", kind="translate", width=160, height=120,
+                           num_frames=24, seed=i, velocity=(1.5 + 0.25 * i, 0.75 - 0.5 * i)),
+                  path)
+        paths.append(path)
+    cfg = from_dict({"output": {"resolution": resolution}, "sample": {"pairs_per_video": 3},
+                     "track": {"grid_size": 12}})
+    with LocalRun(cfg) as local:
+        for u, unit_paths in enumerate([paths[0:2], paths[2:4], paths[4:]]):
+            local.run(Unit(f"pairs-{u:06d}", "files", tuple(unit_paths)), os.fspath(out_dir))
+    return os.fspath(out_dir)
+
+
 # --------------------------------------------------------------------------------------
 # Bad inputs
 

@@ -22,7 +22,7 @@ PAIR_SCHEMA = pa.schema([
     ("fps", pa.float64()),
     ("video_width", pa.int32()),          # upright (after rotation) source size
     ("video_height", pa.int32()),
-    ("rotation", pa.int32()),             # display rotation applied, degrees counter-clockwise
+    ("rotation", pa.int32()),             # display rotation applied, degrees clockwise
     ("crop_x", pa.float64()),             # crop box in upright source pixels
     ("crop_y", pa.float64()),
     ("crop_w", pa.float64()),

@@ -187,9 +187,10 @@ def fetch(url: str, into: str) -> str:
 # --- writing ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _replacing(path: str):
-    """A hidden temporary name beside local `path` to write; renamed onto `path` when the
-    block ends, removed when it fails."""
+def replacing(path: str):
+    """The one atomic write of a local file, for writers that need a path of their own
+    (`with replacing(path) as tmp: save_file(state, tmp)`): a hidden temporary name beside
+    `path`, renamed onto it when the block ends, removed when it fails."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = os.path.join(os.path.dirname(path) or ".",
                        f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
@@ -208,7 +209,7 @@ def publish(url: str, data: bytes) -> None:
     if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
         return
-    with _replacing(path) as tmp, open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
 
 
@@ -222,7 +223,7 @@ def publish_file(local_file: str, url: str) -> None:
     if not isinstance(fs, LocalFileSystem):
         fs.put_file(local_file, path)
         return
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         shutil.copyfile(local_file, tmp)
 
 

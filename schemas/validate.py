@@ -17,22 +17,8 @@ import pyarrow.parquet as pq
 
 from schemas import storage
 from schemas.dataset import list_versions, version_name
-from schemas.sample import DragSample, SampleError, decode_sample
-
-
-def read_shard(path: str) -> list[DragSample]:
-    """All samples of a tar shard, in file order, each decoded and validated."""
-    groups: dict[str, dict] = {}
-    with storage.open_input(path) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                raise SampleError(f"{path}: non-file member {member.name!r}")
-            name = member.name
-            if "/" in name or name.startswith("."):
-                raise SampleError(f"{path}: member name {name!r} is not a flat sample member")
-            key, _, ext = name.partition(".")
-            groups.setdefault(key, {"__key__": key})[ext] = tar.extractfile(member).read()
-    return [decode_sample(members) for members in groups.values()]
+from schemas.sample import SampleError
+from schemas.shard import read_shard
 
 
 def validate_shard(path: str) -> int:

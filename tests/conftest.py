@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# DeepSpeed compiles a CPU communication op on first use: one build, reused by every test, every
+# process the tests start (they inherit the environment) and every later run.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
 # --- CoTracker: vendored official code and a random-weights checkpoint --------------------------
@@ -45,6 +48,31 @@ def cotracker_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 # --- end CoTracker ------------------------------------------------------------------------------
+
+
+# --- tiny checkpoints and pair shards, built once per session: read them, never change them ---
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Path:
+    """A tiny random checkpoints root in the public layout (`model.tiny`, seed 0, the
+    defaults): base, IP-Adapter, LightningDrag model and LCM-LoRA. Copy it before changing
+    anything in it."""
+    from model.tiny import save_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    save_tiny_checkpoints(str(root), seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pair_shards(tmp_path_factory) -> str:
+    """The directory of three 64x64 pair shards of uneven size (about 6, 6 and 3 pairs) from
+    five translating synthetic clips (`pipeline.synthetic.translate_pair_shards`). Shared by
+    every test that reads pairs: copy it before changing anything in it."""
+    from pipeline.synthetic import translate_pair_shards
+
+    return translate_pair_shards(tmp_path_factory.mktemp("translate-videos"),
+                                 tmp_path_factory.mktemp("pairs"))
 
 
 # --- object storage and a multi-node Ray: one of each per session ---------------------------

@@ -42,9 +42,10 @@ its worker found since its previous batch, which `observe` adds into `stream.sta
 worker's shard draws yield no usable sample from every distinct shard in a row (or from
 `max_bad_shards` draws in a row), it raises NoUsableData instead of looping forever.
 
-Tars are read with the standard library (`tarfile` in stream mode over `fsspec`), not
-webdataset's pipeline: resuming needs raw-member control of the read position and the
-shuffle, and a shard cut at a member boundary must be detected (tarfile alone accepts it).
+Tars are read by `schemas.shard.raw_samples` (tolerant: the standard library's `tarfile` in
+stream mode over fsspec), not webdataset's pipeline: resuming needs raw-member control of the
+read position and the shuffle, and a shard cut at a member boundary must be detected (tarfile
+alone accepts it).
 """
 from __future__ import annotations
 
@@ -52,29 +53,23 @@ import copy
 import dataclasses
 import hashlib
 import logging
-import os
-import re
-import tarfile
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-import fsspec
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.images import images_to_tensor
 from model.points import point_maps
-from schemas import storage
-from schemas.dataset import resolve as resolve_dataset
 from schemas.sample import SampleError, decode_sample
+from schemas.shard import list_shards, raw_samples
 from trainer.augment import augment_pair, resize_pair
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 _SHARD_STREAM, _AUGMENT_STREAM = 0, 1          # SeedSequence tags of a worker's generators
-_MEMBER_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")   # webdataset's key.ext split
 
 
 class NoUsableData(RuntimeError):
@@ -112,95 +107,6 @@ class DataStats:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def list_shards(spec) -> list[str]:
-    """Shard URLs of `spec`: a dataset directory (its latest version, see schemas.dataset), a
-    directory (local or fsspec URL: its `*.tar`, sorted), a glob, one .tar, or a list of
-    paths/URLs (kept as given; a missing one is skipped when read)."""
-    if isinstance(spec, (list, tuple)):
-        where = spec
-        shards = [os.fspath(s) if not isinstance(s, str) else s for s in spec]
-    else:
-        where = resolve_dataset(os.fspath(spec))
-        if where != os.fspath(spec):
-            log.info("data: %s is a dataset directory; using its latest version %s", spec, where)
-        fs, root = storage.url_to_fs(where)
-        if any(c in root for c in "*?["):
-            paths = fs.glob(root)
-        elif fs.isdir(root):
-            paths = fs.glob(root.rstrip("/") + "/*.tar")
-        elif fs.isfile(root):
-            paths = [root]
-        else:
-            paths = []
-        paths = sorted(p for p in paths if not os.path.basename(p).startswith("."))
-        remote = fsspec.core.split_protocol(where)[0] is not None
-        shards = [fs.unstrip_protocol(p) if remote else p for p in paths]
-    if not shards:
-        raise ValueError(f"no shards found for {where!r}: expected a directory holding *.tar "
-                         "files, a glob, or a list of shard paths/URLs")
-    return shards
-
-
-# ----------------------------------------------------------------------------------------
-# Raw tar reading
-
-
-class _EndAwareTarInfo(tarfile.TarInfo):
-    """Notes on the TarFile when the end-of-archive marker (a zero block) is read, which
-    tarfile does not report: a shard cut at a member boundary otherwise reads as complete."""
-
-    @classmethod
-    def fromtarfile(cls, tar):
-        try:
-            return super().fromtarfile(tar)
-        except tarfile.EOFHeaderError:
-            tar.end_marker_seen = True
-            raise
-
-
-def read_shard_raw(url: str, problems: list) -> Iterator[dict]:
-    """The raw samples of one tar shard in file order: {"__key__": key, "<member>": bytes}.
-
-    Never raises for bad data: a failure ends the iteration and appends (reason, message) to
-    `problems`; the last, possibly incomplete, sample of a damaged shard is dropped."""
-    group: Optional[dict] = None
-    read_any = False
-    try:
-        with fsspec.open(url, "rb") as f:
-            tar = tarfile.open(fileobj=f, mode="r|", tarinfo=_EndAwareTarInfo)
-            while True:
-                member = tar.next()
-                if member is None:
-                    break
-                tar.members.clear()  # stream mode keeps every header otherwise
-                if not member.isfile():
-                    continue
-                match = _MEMBER_RE.match(member.name)
-                if not match:
-                    continue
-                key, ext = match.groups()
-                data = tar.extractfile(member).read()
-                read_any = True
-                if group is not None and group["__key__"] != key:
-                    yield group
-                    group = None
-                if group is None:
-                    group = {"__key__": key}
-                group[ext] = data
-            if not getattr(tar, "end_marker_seen", False):
-                problems.append(("shard_truncated", "ends without the end-of-archive marker"))
-                return
-    except FileNotFoundError as e:
-        problems.append(("shard_missing", f"{type(e).__name__}: {e}"))
-        return
-    except Exception as e:  # noqa: BLE001 - a bad tar, a network error: skip the shard
-        reason = "shard_truncated" if read_any else "shard_unreadable"
-        problems.append((reason, f"{type(e).__name__}: {e}"))
-        return
-    if group is not None:
-        yield group
 
 
 def _shuffled(items, rng: np.random.Generator, size: int):
@@ -380,7 +286,7 @@ class PairStream(IterableDataset):
             shard = self.shards[int(rng.integers(len(self.shards)))]
             problems: list = []
             in_shard = usable = 0
-            for raw in _shuffled(read_shard_raw(shard, problems), rng, self.shuffle_buffer):
+            for raw in _shuffled(raw_samples(shard, problems), rng, self.shuffle_buffer):
                 in_shard += 1
                 if skip:                # consumed before the resume point: not decoded
                     skip -= 1

@@ -36,6 +36,7 @@ import os
 import tempfile
 
 from schemas import storage
+from schemas.ray_runtime import init_ray
 from trainer.checkpoint import CHECKPOINT_PREFIX, CheckpointStore, check_world_size
 from trainer.config import Config, write_run_config
 from trainer.distributed import quiet_deepspeed
@@ -127,27 +128,6 @@ def latest_state(fs, experiment: str) -> tuple[str, dict] | None:
         return checkpoint.path, json.loads(f.read())
 
 
-def init_ray(address: str | None) -> str:
-    """Join `address` (or $RAY_ADDRESS, as `ray job submit` sets it), else start a private
-    local Ray. Returns what was used."""
-    import ray
-
-    import model
-    import schemas
-    import trainer
-
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    # Workers on any node import our packages from the runtime env, not from this checkout.
-    # Paths, not module objects: inside `ray job submit` Ray merges (deep-copies) this with
-    # the job's own runtime env, and modules cannot be copied.
-    env = {"py_modules": [os.path.dirname(m.__file__) for m in (trainer, model, schemas)]}
-    if target == "local":
-        ray.init(address="local", runtime_env=env, include_dashboard=False)
-    else:
-        ray.init(address=target, runtime_env=env)
-    return target
-
-
 def run(cfg: Config, num_workers: int, gpus_per_worker: float = 0, cpus_per_worker: float = 1,
         storage_path: str | None = None, run_name: str | None = None,
         max_failures: int = 0, ray_address: str | None = None,
@@ -173,9 +153,10 @@ def run(cfg: Config, num_workers: int, gpus_per_worker: float = 0, cpus_per_work
         check_world_size(resume[1], num_workers, resume[0])
         log.info("run %s resumes from %s at step %d", run_name, resume[0], resume[1]["step"])
     if not ray.is_initialized():
-        used = init_ray(ray_address)
-        log.info("ray: %s with %g CPUs", "started a local cluster" if used == "local"
-                 else f"joined {used}", ray.cluster_resources().get("CPU", 0))
+        import model
+        import schemas
+        import trainer
+        log.info("ray: %s", init_ray(ray_address, (trainer, model, schemas)))
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_worker, train_loop_config={"cfg": cfg, "device": device},

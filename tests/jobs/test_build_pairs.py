@@ -26,10 +26,10 @@ from pipeline import synthetic
 from pipeline.plan import member_uri, read_plan, video_id
 from pipeline.report import status_reason
 from schemas.dataset import read_version_info
+from schemas.shard import list_shards
 from schemas.validate import main as validate_main
 from tests.conftest import REPO
 from tests.ray_cluster import LocalCluster, clean_env
-from trainer.data import list_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -256,7 +256,7 @@ def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tm
     # The validator checks every version; the trainer, given the dataset, reads the latest.
     assert validate_main([str(out)]) == 0
     assert f"{out}: dataset of 2 version(s): v1, v2" in capsys.readouterr().out
-    with caplog.at_level(logging.INFO, logger="trainer.data"):
+    with caplog.at_level(logging.INFO, logger="schemas.shard"):
         assert list_shards(str(out)) == sorted(str(p) for p in v2.glob("*.tar"))
     assert f"data: {out} is a dataset directory; using its latest version {v2}" in caplog.text
 

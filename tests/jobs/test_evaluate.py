@@ -25,8 +25,7 @@ from jobs import evaluate as evaluate_job
 from jobs import make_tiny_extractors as extractors_job
 from schemas.sample import decode_sample
 from tests.conftest import REPO
-from tests.trainer.trainer_helpers import build_pair_shards
-from trainer.data import list_shards, read_shard_raw
+from schemas.shard import list_shards, raw_samples
 
 DRAGBENCH = REPO / "tests" / "fixtures" / "dragbench"
 ANIMAL = DRAGBENCH / "animals" / "JH_2023-09-14-1823-59"
@@ -178,9 +177,9 @@ def test_every_sample_failing_exits_1(bench, checkpoints, extractors, tmp_path, 
 # --- pairs ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    out = Path(build_pair_shards(tmp_path_factory.mktemp("videos"),
-                                 tmp_path_factory.mktemp("pairs")))
+def shards(pair_shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pairs") / "pairs"
+    shutil.copytree(pair_shards, out)
     (out / "pairs-000003.tar").write_bytes(b"this is not a tar archive" * 40)
     return out
 
@@ -194,7 +193,7 @@ def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, t
     assert code == 0, stderr
     drag_length = {}
     for shard in list_shards(str(shards)):
-        for raw in read_shard_raw(shard, []):
+        for raw in raw_samples(shard, []):
             s = decode_sample(raw)
             drag_length[s.key] = np.linalg.norm(s.target_points - s.handle, axis=1)
     rows = pq.read_table(out / "results.parquet").to_pylist()
@@ -235,7 +234,7 @@ def test_pairs_md_by_patch_matching(shards, checkpoints, extractors, tmp_path):
     assert code == 0, stderr
     samples = {}
     for shard in list_shards(str(shards)):
-        for raw in read_shard_raw(shard, []):
+        for raw in raw_samples(shard, []):
             s = decode_sample(raw)
             samples[s.key] = s
     rows = pq.read_table(out / "results.parquet").to_pylist()

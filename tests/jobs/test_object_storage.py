@@ -207,8 +207,7 @@ def test_training_on_s3_shards_with_the_run_in_s3_resumes_after_a_kill(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     shards = f"{s3_dataset[0]}/v1"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     straight = f"{bucket}/runs/straight"

@@ -1,4 +1,5 @@
-"""Tiny random checkpoints in the public layout, built once per session, and helpers."""
+"""The tiny random checkpoints' paths (tests/conftest.py builds them once per session), and
+helpers."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,12 +10,12 @@ from model.appearance_encoder import AppearanceEncoderModel
 from model.lightning_drag import ImageProjection, LightningDragModel
 from model.pipeline import DragEditPipeline
 from model.point_embedding import PointEmbedding
-from model.tiny import save_tiny_checkpoints
+from model.layout import checkpoint_paths
 
 
 @pytest.fixture(scope="session")
-def tiny_paths(tmp_path_factory) -> dict[str, str]:
-    return save_tiny_checkpoints(str(tmp_path_factory.mktemp("checkpoints")))
+def tiny_paths(tiny_checkpoints) -> dict[str, str]:
+    return checkpoint_paths(str(tiny_checkpoints))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pipeline.config import PipelineConfig
 from pipeline.plan import Unit, video_id
 from pipeline.stages import LocalRun
 from schemas import coords
-from schemas.validate import read_shard, validate_shard
+from schemas.shard import read_shard
+from schemas.validate import validate_shard
 
 
 @pytest.fixture(scope="module")

@@ -77,11 +77,14 @@ private_ray_on_loopback(None)
 from ray import cloudpickle
 from pipeline.config import from_dict
 from pipeline.plan import Unit
-from pipeline.run import RunStats, init_ray, run_stages
+import pipeline
+import schemas
+from pipeline.run import RunStats, run_stages
+from schemas.ray_runtime import init_ray
 from tests.pipeline import test_stages, toy_stages
 
 cloudpickle.register_pickle_by_value(toy_stages)   # the workers import pipeline/ and schemas/
-init_ray(None)
+init_ray(None, (pipeline, schemas))
 cfg = from_dict({"execution": {"max_retries": 0, "unit_attempts": 2, "task_cpus": 0.25,
                                "tracker_cpus": 0.25, "tracker_actors": 2,
                                "max_units_in_flight": 3}})

@@ -10,7 +10,8 @@ import pytest
 
 from schemas.manifest import META_FIELDS, PAIR_SCHEMA, SCHEMA_VERSION
 from schemas.sample import DragSample, SampleError, decode_sample, encode_sample
-from schemas.validate import main as validate_main, read_shard, validate_shard
+from schemas.shard import read_shard
+from schemas.validate import main as validate_main, validate_shard
 
 
 def make_sample(n=2, size=32) -> DragSample:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer.test_loop import ckpt, exported, extensions_cache, weights  # noqa: F401
+from tests.trainer.test_loop import exported, weights
 from tests.trainer.trainer_helpers import config, known_batches
 from trainer.loop import load_pipeline, train
 

@@ -14,7 +14,6 @@ from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from model.tiny import save_tiny_checkpoints
 from schemas.typed_config import ConfigError
-from tests.trainer.test_loop import extensions_cache  # noqa: F401
 from tests.trainer.trainer_helpers import config, known_batches
 from trainer.checkpoint import EXPORT_DIR, list_checkpoints
 from trainer.loop import load_pipeline, train

@@ -16,23 +16,19 @@ import torch
 
 from model.points import point_maps
 from schemas import coords
-from schemas.validate import read_shard
-from tests.trainer.trainer_helpers import build_pair_shards
+from schemas.shard import list_shards, raw_samples, read_shard
 from trainer import data as data_mod
-from trainer.data import (NoUsableData, PairLoader, PairStream, list_shards, make_loader,
-                          read_shard_raw)
+from trainer.data import NoUsableData, PairLoader, PairStream, make_loader
 
 STORED = 64        # the shards' stored resolution
 R = 48             # the training resolution in these tests (resizing is exercised)
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+def shards(pair_shards):
     """Three shards of uneven size (about 6, 6 and 3 pairs), 64x64, from five translating clips
     (the motion kind the builtin tracker always finds at this small size)."""
-    out = build_pair_shards(tmp_path_factory.mktemp("videos"), tmp_path_factory.mktemp("pairs"),
-                            resolution=STORED)
-    found = list_shards(out)
+    found = list_shards(pair_shards)
     assert len(found) == 3
     sizes = [len(read_shard(s)) for s in found]
     # uneven, as real shards are (the pair count per clip depends on its URI's hash)
@@ -249,15 +245,15 @@ def test_make_loader_from_config(shards):
 
 def test_raw_reader_reports_damage(shards, bad):
     problems = []
-    assert len(list(read_shard_raw(shards[0], problems))) == len(read_shard(shards[0]))
+    assert len(list(raw_samples(shards[0], problems))) == len(read_shard(shards[0]))
     assert problems == []
     for name, reason in (("truncated", "shard_truncated"), ("missing", "shard_missing")):
         problems = []
-        got = list(read_shard_raw(bad[name], problems))
+        got = list(raw_samples(bad[name], problems))
         assert [p[0] for p in problems] == [reason]
         assert len(got) < len(read_shard(shards[0]))
     problems = []
-    assert len(list(read_shard_raw(bad["corrupt"], problems))) == len(read_shard(shards[1]))
+    assert len(list(raw_samples(bad["corrupt"], problems))) == len(read_shard(shards[1]))
     assert problems == []   # the damage is inside samples: found when they are decoded
 
 
@@ -274,7 +270,7 @@ def test_shard_cut_at_a_member_boundary_is_truncated(shards, tmp_path):
     with tarfile.open(path) as tar:               # what tarfile alone says: no error
         assert len(tar.getmembers()) == len(members) // 2 + 1
     problems = []
-    got = list(read_shard_raw(str(path), problems))
+    got = list(raw_samples(str(path), problems))
     assert problems == [("shard_truncated", "ends without the end-of-archive marker")]
     complete = (len(members) // 2 + 1) // 5      # five members per sample
     assert len(got) == complete and all(len(g) == 6 for g in got)

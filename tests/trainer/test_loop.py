@@ -14,7 +14,6 @@ import torch
 
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
-from model.tiny import save_tiny_checkpoints
 from schemas.typed_config import ConfigError
 from tests.conftest import REPO
 from tests.trainer.trainer_helpers import config, known_batches
@@ -24,19 +23,6 @@ from trainer.loop import sample_generators, train
 from trainer.model import TrainModule, diffusion_loss, noise_scheduler, prepare_inputs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    save_tiny_checkpoints(str(root))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def extensions_cache(monkeypatch):
-    # DeepSpeed compiles a CPU communication op on first use; reuse it across tests and runs.
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
 def exported(run_dir, ckpt) -> DragEditPipeline:
@@ -102,8 +88,7 @@ def _free_port():
 
 def run_ranks(run_dir, ckpt, nproc, global_batch, steps, zero):
     script = REPO / "tests" / "trainer" / "two_process_train.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     proc = subprocess.run(

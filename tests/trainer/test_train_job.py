@@ -17,11 +17,6 @@ from trainer.loop import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def extensions_cache(monkeypatch):
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
-
-
 def test_train_job_runs_on_shards_and_exports(setup, tmp_path):
     ckpt, shards = setup
     run = tmp_path / "run"

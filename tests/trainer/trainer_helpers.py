@@ -42,27 +42,3 @@ def config(run_dir, checkpoints, **sections):
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return from_dict(data)
-
-
-def build_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
-    """Real shards from the project's own pipeline: three units of uneven size (about 6, 6, 3
-    pairs) from five translating synthetic clips. Returns out_dir."""
-    from pipeline import synthetic
-    from pipeline.config import from_dict as pipeline_config
-    from pipeline.plan import Unit
-    from pipeline.stages import LocalRun
-
-    paths = []
-    for i in range(5):
-        path = str(videos_dir / f"translate-{i}.mp4")
-        synthetic.make_clip(synthetic.ClipSpec(name=f"translate-{i}", kind="translate",
-                                               width=160, height=120, num_frames=24, seed=i,
-                                               velocity=(1.5 + 0.25 * i, 0.75 - 0.5 * i)),
-                            path)
-        paths.append(path)
-    cfg = pipeline_config({"output": {"resolution": resolution},
-                           "sample": {"pairs_per_video": 3}, "track": {"grid_size": 12}})
-    with LocalRun(cfg) as local:
-        for u, unit_paths in enumerate([paths[0:2], paths[2:4], paths[4:]]):
-            local.run(Unit(f"pairs-{u:06d}", "files", tuple(unit_paths)), str(out_dir))
-    return str(out_dir)

@@ -24,7 +24,7 @@ import numpy as np
 
 from model.drawing import draw_drag
 from schemas.sample import decode_sample
-from trainer.data import read_shard_raw
+from schemas.shard import raw_samples
 from trainer.evaluation.editors import Editor
 from trainer.evaluation.lpips import LPIPS, region_distances
 from trainer.evaluation.matching import point_distances
@@ -68,7 +68,7 @@ def evaluate_pairs(shards: list[str], editors: dict[str, Editor], tracker, lpips
     seen = 0
     for shard in shards:
         problems: list = []
-        for raw in read_shard_raw(shard, problems):
+        for raw in raw_samples(shard, problems):
             if limit is not None and seen >= limit:
                 return result
             seen += 1
