@@ -75,7 +75,18 @@ def pair_shards(tmp_path_factory) -> str:
                                  tmp_path_factory.mktemp("pairs"))
 
 
-# --- object storage and a multi-node Ray: one of each per session ---------------------------
+# --- Ray clusters, object storage: one of each per session -------------------------------------
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A running local Ray cluster, started as users start one (`ray start --head` on loopback,
+    token authentication; tests.ray_cluster.LocalCluster): jobs are submitted to it with
+    `ray job submit`, or drivers join it with --ray-address."""
+    from tests.ray_cluster import LocalCluster
+
+    with LocalCluster(num_cpus=2) as c:
+        yield c
+
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):

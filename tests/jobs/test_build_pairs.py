@@ -29,7 +29,7 @@ from schemas.dataset import read_version_info
 from schemas.shard import list_shards
 from schemas.validate import main as validate_main
 from tests.conftest import REPO
-from tests.ray_cluster import LocalCluster, clean_env
+from tests.ray_cluster import clean_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -333,13 +333,7 @@ def test_killed_worker_is_retried_and_output_is_exact(reference, inputs, tmp_pat
     assert_same_dataset(reference[1], out / "v1")
 
 
-# --- on a running cluster (`ray start`), as on a real one: one cluster for these tests -------
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(num_cpus=2) as c:
-        yield c
+# --- on a running cluster (`ray start`), as on a real one: the session's (tests/conftest.py) -----
 
 
 def test_joins_an_existing_cluster(cluster, inputs, tmp_path):

@@ -14,16 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.ray_cluster import LocalCluster, clean_env
+from tests.ray_cluster import clean_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 DRAGBENCH = REPO / "tests" / "fixtures" / "dragbench" / "animals" / "JH_2023-09-14-1823-59"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(num_cpus=2) as c:
-        yield c
 
 
 def standalone(*args):

@@ -19,19 +19,13 @@ import torch
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from tests.conftest import REPO
-from tests.ray_cluster import LocalCluster, clean_env, free_port
+from tests.ray_cluster import clean_env, free_port
 from tests.trainer.test_loop import weights
 from tests.trainer.trainer_helpers import config
 from trainer.checkpoint import EXPORT_DIR
 from trainer.ray_train import storage_filesystem
 
 STEPS = 4  # checkpoints at 2 and 4; the newest one kept
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(num_cpus=2) as c:
-        yield c
 
 
 def write_config(path, run_dir, ckpt, shards, tensorboard: bool = False) -> str:
