@@ -5,6 +5,7 @@ it as `ema.safetensors`; the checkpoint's inference export carries the averaged 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -25,18 +26,15 @@ class EMA:
         for k, v in module.state_dict().items():
             self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
 
+    @contextlib.contextmanager
     def swapped_in(self, module: TrainModule):
         """Context: the module holds the averaged weights inside, its own ones after."""
-        ema = self
-
-        class _Swap:
-            def __enter__(self):
-                self.saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                module.load_state_dict({k: v.to(self.saved[k].dtype) for k, v in ema.shadow.items()})
-
-            def __exit__(self, *exc):
-                module.load_state_dict(self.saved)
-        return _Swap()
+        saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict({k: v.to(saved[k].dtype) for k, v in self.shadow.items()})
+        try:
+            yield
+        finally:
+            module.load_state_dict(saved)
 
     def save(self, checkpoint: str) -> None:
         save_file(self.shadow, os.path.join(checkpoint, EMA_FILE))
