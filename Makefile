@@ -11,6 +11,7 @@ TOY ?= toy
 TOY_CLIPS ?= 128
 TOY_HELDOUT_CLIPS ?= 32
 TOY_TRAIN_ARGS ?=
+TOY_EVAL_ARGS ?=
 
 .PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train vendor-cotracker clean
 
@@ -38,7 +39,8 @@ $(CACHE)/vendor/cotracker/__init__.py: setup.cfg | setup
 # The end-to-end proof in a toy world: synthetic videos -> pairs (local Ray) -> a small
 # pixel-space model trained from scratch -> evaluation on held-out pairs against the untrained
 # model and the identity edit. Reruns resume (pairs, training) or redo (videos, evaluation).
-# TOY_CLIPS, TOY_HELDOUT_CLIPS and TOY_TRAIN_ARGS (e.g. --set train.steps=2) shrink it for tests.
+# TOY_CLIPS, TOY_HELDOUT_CLIPS, TOY_TRAIN_ARGS (e.g. --set train.steps=2) and TOY_EVAL_ARGS
+# (e.g. --steps 2) shrink it for tests.
 TOY_SAMPLING := --scheduler ddim --steps 10 --guidance 4 --schedule inverse-square --keep-unmasked \
 	--resolution 64 --seeds 2
 TOY_MODEL := --resolution 64 --pixel-vae-factor 4 --block-out-channels 96,128,128 \
@@ -58,7 +60,8 @@ toy: setup
 		--checkpoints $(TOY)/checkpoints \
 		--model-dir "$$(ls -d $(TOY)/train/checkpoints/step_* | tail -n 1)/lightning-drag-sd15" \
 		--compare untrained=$(TOY)/checkpoints --tracker patch $(TOY_SAMPLING) \
-		--alexnet $(TOY)/extractors/alexnet.pth --lpips $(TOY)/extractors/lpips-alex-v0.1.pth
+		--alexnet $(TOY)/extractors/alexnet.pth --lpips $(TOY)/extractors/lpips-alex-v0.1.pth \
+		$(TOY_EVAL_ARGS)
 
 demo: setup
 	$(PY) -m jobs.make_videos --output $(DEMO)/videos --repeat 2 --bad-inputs

@@ -50,7 +50,26 @@ def cotracker_checkpoint(tmp_path_factory) -> str:
 # --- end CoTracker ------------------------------------------------------------------------------
 
 
-# --- tiny checkpoints and pair shards, built once per session: read them, never change them ---
+# --- synthetic inputs, tiny checkpoints and pair shards, made once per session: read them, never
+# change them ---
+
+@pytest.fixture(scope="session")
+def standard_clips(tmp_path_factory) -> list:
+    """The synthetic standard set (`pipeline.synthetic.standard_set`, seed 0, 320x240), alone in
+    its directory: [(path, GroundTruth)], one clip of each kind. Copy before changing."""
+    from pipeline import synthetic
+
+    return synthetic.standard_set(tmp_path_factory.mktemp("standard-clips"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> dict:
+    """The awkward inputs of `pipeline.synthetic.make_bad_inputs`, alone in their directory:
+    {path: the status prefix its manifest row must have}. Copy before changing."""
+    from pipeline import synthetic
+
+    return synthetic.make_bad_inputs(tmp_path_factory.mktemp("bad-inputs"))
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> Path:

@@ -31,6 +31,17 @@ VENV_BIN = os.path.dirname(sys.executable)
 LOOPBACK_NODES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOOPBACK = {**LOOPBACK_NODES, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Run by LocalCluster.wait: polls one job until it ends (or the time is up), then prints
+# [status, logs] as JSON.
+_WAIT = """
+import json, sys, time
+from ray.job_submission import JobSubmissionClient
+client, job, final = JobSubmissionClient(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+deadline = time.time() + float(sys.argv[4])
+while (status := client.get_job_status(job).value) not in final and time.time() < deadline:
+    time.sleep(0.25)
+print(json.dumps([status, client.get_job_logs(job)]))
+"""
 
 
 def free_port() -> int:
@@ -155,15 +166,18 @@ class LocalCluster:
         self.ray("job", "stop", "--address", self.dashboard, job_id, check=False)
 
     def wait(self, job_id: str, timeout: float = 600) -> tuple[str, str]:
-        """(final status, logs) of a job."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            status = self.status(job_id)
-            if status in FINAL:
-                return status, self.logs(job_id)
-            time.sleep(1)
-        self.stop(job_id)
-        raise TimeoutError(f"job {job_id} not finished after {timeout} s:\n{self.logs(job_id)}")
+        """(final status, logs) of a job. One client process polls until the job ends: a
+        process (importing Ray) per poll costs a 2-core machine more CPU than the job."""
+        proc = subprocess.run([sys.executable, "-c", _WAIT, self.dashboard, job_id,
+                               ",".join(FINAL), str(timeout)], env=clean_env(),
+                              capture_output=True, text=True, timeout=timeout + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"waiting for job {job_id}: {proc.stdout}\n{proc.stderr}")
+        status, logs = json.loads(proc.stdout.splitlines()[-1])
+        if status not in FINAL:
+            self.stop(job_id)
+            raise TimeoutError(f"job {job_id} not finished after {timeout} s:\n{logs}")
+        return status, logs
 
     def run(self, *entrypoint: str, timeout: float = 600, **kw) -> tuple[str, str]:
         return self.wait(self.submit(*entrypoint, **kw), timeout)
@@ -180,7 +194,13 @@ class MultiNodeCluster:
         from ray.cluster_utils import Cluster
 
         os.environ.update(LOOPBACK_NODES)
-        self.cluster = Cluster(initialize_head=True, head_node_args=self._args(0, "head"))
+        # The head's GCS declares a node dead after 3 failed health checks 1 s apart (Ray's
+        # default: 5, 3 s apart), so a test that kills a node waits seconds, not 15 s, for
+        # the cluster to notice. A check fails on a refused connection at once, or after
+        # health_check_timeout_ms (10 s) on a stalled raylet: a busy machine is not a kill.
+        head = {**self._args(0, "head"), "_system_config": {
+            "health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
+        self.cluster = Cluster(initialize_head=True, head_node_args=head)
         self.nodes = {}
         for name in self.WORKERS:
             self.add(name)

@@ -2,7 +2,12 @@
 `ray job submit`, several nodes (units on both workers, a worker node lost midway, an output
 not every node reaches), determinism, kill-and-resume (driver killed, worker killed, submitted
 job killed; resumed with other execution settings), incremental inputs (tar shards too),
-dataset versions, bad usage."""
+dataset versions, bad usage.
+
+Every build is a real job process. Only the reference run starts its own Ray (the embedded
+default, which it checks); the others join the session's running cluster (tests/conftest.py)
+and so skip starting one. Runs that refuse their arguments or find nothing to do (and so never
+start Ray) call the job's main() in this process."""
 from __future__ import annotations
 
 import filecmp
@@ -17,10 +22,12 @@ import sys
 import tarfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import build_pairs
 from jobs.dataset_info import main as dataset_info_main
 from pipeline import synthetic
 from pipeline.plan import member_uri, read_plan, video_id
@@ -51,6 +58,25 @@ def run_job(*args, timeout=300, env=None):
     proc = subprocess.run([sys.executable, "-m", "jobs.build_pairs", *args], cwd=REPO,
                           env=env or job_env(), capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_main(capsys, monkeypatch, *args):
+    """The job's main() in this process, for runs that stop before Ray (bad usage, nothing to
+    do): (exit status, everything it printed), as run_job returns them."""
+    # main() sets this for a private Ray: this process's environment is left as it was.
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    capsys.readouterr()
+    try:
+        code = build_pairs.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def joined(cluster):
+    """Arguments and environment of a run that joins the session's cluster."""
+    return ["--ray-address", cluster.address], clean_env()
 
 
 def dataset_files(version):
@@ -96,16 +122,14 @@ def pair_keys(version) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inputs")
-    synthetic.standard_set(root / "clips", seed=0)
-    bad = synthetic.make_bad_inputs(root / "bad")
-    return root, bad
+def inputs(standard_clips, bad_inputs):
+    """(the directory of the standard set, the bad inputs {path: status prefix})."""
+    return Path(standard_clips[0][0]).parent, bad_inputs
 
 
 def build_args(inputs, out):
-    root, bad = inputs
-    return ["--input", str(root / "clips"), *map(str, bad), "--output", str(out), *CONFIG]
+    clips, bad = inputs
+    return ["--input", str(clips), *map(str, bad), "--output", str(out), *CONFIG]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +144,7 @@ def reference(inputs, tmp_path_factory):
 
 def test_default_run_covers_every_input(reference, inputs):
     out, v1, log = reference
-    root, bad = inputs
+    clips, bad = inputs
     assert f"dataset: {v1} (new dataset)" in log
     assert "ray: started a local cluster" in log
     assert sorted(os.listdir(out)) == ["v1"]
@@ -129,18 +153,23 @@ def test_default_run_covers_every_input(reference, inputs):
     assert len(rows) == len(statuses) == 6 + len(bad)
     for path, prefix in bad.items():
         assert statuses[str(path)].startswith(prefix)
-    assert statuses[str(root / "clips" / "pan-0.mp4")] == "filtered:camera-motion"
-    assert statuses[str(root / "clips" / "translate-0.mp4")] == "ok"
+    assert statuses[str(clips / "pan-0.mp4")] == "filtered:camera-motion"
+    assert statuses[str(clips / "translate-0.mp4")] == "ok"
     assert validate_main([str(out)]) == 0
     for name in ("report.json", "index.md", "contact_sheet.png", "hist_pair_motion.png"):
         assert (v1 / "report" / name).is_file()
     assert "[" in log and "units] pairs-" in log  # progress lines
 
 
-def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
+def test_killed_run_resumes_to_the_same_output_and_a_killed_worker_is_retried(
+        reference, inputs, cluster, tmp_path):
+    """The job is killed (SIGKILL) after its first unit. The rerun, with other execution
+    settings, resumes; a prepare worker killed during it is retried, and the output is exact.
+    Both join the session's cluster."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out)],
-                            cwd=REPO, env=job_env(), stdout=subprocess.DEVNULL,
+    address, env = joined(cluster)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out),
+                             *address], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     total = units_written(reference[1])
     deadline = time.time() + 240
@@ -155,8 +184,21 @@ def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
     assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
     # Whatever is visible is complete: every shard reads back and validates.
     assert validate_main([str(out)]) == 0 or not list(out.glob("v1/*.tar"))
-    code, log = run_job(*build_args(inputs, out), *OTHER_EXECUTION)
-    assert code == 0, log
+
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out),
+                             *OTHER_EXECUTION, *address], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    killed = []
+    deadline = time.time() + 240
+    while not killed and proc.poll() is None and time.time() < deadline:
+        for pid in worker_pids("prepare"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.02)
+    log, _ = proc.communicate(timeout=300)
+    assert killed, "no prepare task was seen running"
+    assert proc.returncode == 0, log
     assert f"dataset: {out}/v1 (same config: resuming)" in log
     assert "already complete" in log
     assert sorted(os.listdir(out)) == ["v1"]
@@ -164,20 +206,35 @@ def test_killed_run_resumes_to_the_same_output(reference, inputs, tmp_path):
     assert not [n for n in os.listdir(out / "v1") if ".tmp-" in n]
 
 
-def test_incremental_run_adds_only_new_inputs_including_tar_shards(reference, inputs, tmp_path):
-    root, bad = inputs
+def test_incremental_run_on_a_joined_cluster_adds_only_new_inputs_including_tar_shards(
+        reference, inputs, cluster, tmp_path):
+    """The run joins the session's running cluster (`ray start`), as on a real one."""
+    clips, bad = inputs
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
     v1 = out / "v1"
     before = {n: (v1 / n).stat().st_mtime_ns for n in os.listdir(v1) if n.startswith("pairs-")}
-    new = synthetic.standard_set(tmp_path / "new", seed=5)
+    (tmp_path / "new").mkdir()
+    new = []
+    for kind in synthetic.KINDS[:3]:   # the first 3 clips of standard_set(..., seed=5)
+        new.append(tmp_path / "new" / f"{kind}-5.mp4")
+        synthetic.make_clip(synthetic.ClipSpec(name=f"{kind}-5", kind=kind, seed=5), new[-1])
     shard = tmp_path / "shard-0.tar"
     with tarfile.open(shard, "w") as tar:
-        for path, _ in new[:3]:
+        for path in new:
             tar.add(path, arcname=os.path.basename(path))
-    code, log = run_job("--input", str(root / "clips"), *map(str, bad), str(shard),
-                        "--output", str(out), *CONFIG)
+    address, env = joined(cluster)
+    code, log = run_job("--input", str(clips), *map(str, bad), str(shard),
+                        "--output", str(out), *CONFIG, *address, env=env)
     assert code == 0, log
+    assert f"ray: joined {cluster.address}" in log
+    # The cluster itself lists this run's driver (asked as another client of the cluster).
+    listing = subprocess.run(
+        [sys.executable, "-c", "from ray.job_submission import JobSubmissionClient as C; "
+         f"print([j.entrypoint for j in C('{cluster.dashboard}').list_jobs()])"],
+        env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert re.search(rf"jobs\.build_pairs [^']*--output {re.escape(str(out))} ",
+                     listing.stdout), listing.stdout + listing.stderr
     assert f"dataset: {v1} (same config: resuming)" in log
     units_before = sum(n.endswith(".videos.parquet") for n in before)
     assert f"{units_before} already complete, 1 to do" in log
@@ -188,19 +245,21 @@ def test_incremental_run_adds_only_new_inputs_including_tar_shards(reference, in
     assert len(videos) == 1
     rows = pq.read_table(v1 / videos[0]).to_pylist()
     assert sorted(r["source_uri"] for r in rows) == sorted(
-        member_uri(str(shard), os.path.basename(p)) for p, _ in new[:3])
+        member_uri(str(shard), os.path.basename(p)) for p in new)
     assert all(r["status"] == "ok" and r["num_pairs"] > 0 for r in rows)
     assert validate_main([str(out)]) == 0
 
 
-def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tmp_path,
-                                                           capsys, caplog):
-    root, _ = inputs
+def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, cluster, tmp_path,
+                                                           capsys, caplog, monkeypatch):
+    clips, _ = inputs
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
     v1, v2 = out / "v1", out / "v2"
     before = snapshot(v1)
-    code, log = run_job(*build_args(inputs, out), "--set", "filter.static_threshold=0.05")
+    address, env = joined(cluster)
+    code, log = run_job(*build_args(inputs, out), "--set", "filter.static_threshold=0.05",
+                        *address, env=env)
     assert code == 0, log
     assert (f"dataset: {v2} (new version: config differs from v1 in filter.static_threshold "
             "0.004 -> 0.05)") in log
@@ -209,7 +268,7 @@ def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tm
     # Known outcome: rotate-0 and scale-0 (object motion about 0.03 of the diagonal per second)
     # are static under the new threshold; every other input keeps its status, and a unit
     # without either of them makes the same bytes as in v1.
-    moved = {str(root / "clips" / "rotate-0.mp4"), str(root / "clips" / "scale-0.mp4")}
+    moved = {str(clips / "rotate-0.mp4"), str(clips / "scale-0.mp4")}
     old = {r["source_uri"]: r["status"] for r in video_rows(v1)}
     new = {r["source_uri"]: r["status"] for r in video_rows(v2)}
     assert {u: old[u] for u in moved} == {u: "ok" for u in moved}
@@ -224,7 +283,7 @@ def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tm
             assert filecmp.cmpfiles(v1, v2, names, shallow=False)[0] == names, unit.name
 
     # The original config again: v1, complete, is resumed; no new version.
-    code, log = run_job(*build_args(inputs, out))
+    code, log = run_main(capsys, monkeypatch, *build_args(inputs, out))
     assert code == 0, log
     total = units_written(v1)
     assert f"dataset: {v1} (same config: resuming)" in log
@@ -261,24 +320,25 @@ def test_changed_config_makes_a_new_version_beside_the_old(reference, inputs, tm
     assert f"data: {out} is a dataset directory; using its latest version {v2}" in caplog.text
 
 
-def test_bad_usage_exits_2(tmp_path, inputs):
-    root, _ = inputs
-    code, log = run_job("--input", str(root / "clips"), "--output", str(tmp_path / "o"),
-                        "--set", "output.resolutoin=3")
+def test_bad_usage_exits_2(tmp_path, inputs, capsys, monkeypatch):
+    clips, _ = inputs
+    code, log = run_main(capsys, monkeypatch, "--input", clips, "--output", tmp_path / "o",
+                         "--set", "output.resolutoin=3")
     assert code == 2 and "unknown config key(s) output.resolutoin" in log
-    code, log = run_job("--input", str(tmp_path / "nothing" / "*.mp4"), "--output",
-                        str(tmp_path / "o2"))
+    code, log = run_main(capsys, monkeypatch, "--input", tmp_path / "nothing" / "*.mp4",
+                         "--output", tmp_path / "o2")
     assert code == 2 and "no inputs found" in log
     assert not (tmp_path / "o2").exists()              # no version made for nothing
-    code, log = run_job("--output", str(tmp_path / "o4"))
+    code, log = run_main(capsys, monkeypatch, "--output", tmp_path / "o4")
     assert code == 2 and "--input" in log
 
 
-def test_flat_dataset_of_earlier_builds_is_refused(reference, inputs, tmp_path):
+def test_flat_dataset_of_earlier_builds_is_refused(reference, inputs, tmp_path, capsys,
+                                                    monkeypatch):
     flat = tmp_path / "flat"
     shutil.copytree(reference[1], flat)                # the layout before versions
     before = snapshot(flat)
-    code, log = run_job(*build_args(inputs, flat))
+    code, log = run_main(capsys, monkeypatch, *build_args(inputs, flat))
     assert code == 2, log
     assert (f"error: {flat} holds a dataset in the flat layout of earlier builds (config.yaml "
             f"at its top level); datasets are now versioned ({flat}/v1, {flat}/v2, ...). Move "
@@ -289,7 +349,7 @@ def test_flat_dataset_of_earlier_builds_is_refused(reference, inputs, tmp_path):
     os.rename(flat, f"{flat}.flat")
     flat.mkdir()
     os.rename(f"{flat}.flat", flat / "v1")
-    code, log = run_job(*build_args(inputs, flat))
+    code, log = run_main(capsys, monkeypatch, *build_args(inputs, flat))
     assert code == 0, log
     assert f"dataset: {flat}/v1 (same config: resuming)" in log
     assert f"{units_written(flat / 'v1')} already complete, 0 to do" in log
@@ -315,53 +375,12 @@ def processes_with(*texts):
     return pids
 
 
-def test_killed_worker_is_retried_and_output_is_exact(reference, inputs, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.build_pairs", *build_args(inputs, out)],
-                            cwd=REPO, env=job_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    killed = []
-    deadline = time.time() + 240
-    while not killed and proc.poll() is None and time.time() < deadline:
-        for pid in worker_pids("prepare"):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        time.sleep(0.02)
-    log, _ = proc.communicate(timeout=300)
-    assert killed, "no prepare task was seen running"
-    assert proc.returncode == 0, log
-    assert_same_dataset(reference[1], out / "v1")
+# --- `ray job submit` to the session's running cluster (`ray start`), as on a real one -------
 
 
-# --- on a running cluster (`ray start`), as on a real one: the session's (tests/conftest.py) -----
-
-
-def test_joins_an_existing_cluster(cluster, inputs, tmp_path):
-    root, _ = inputs
-    code, log = run_job("--input", str(root / "clips" / "translate-0.mp4"), "--output",
-                        str(tmp_path / "out"), "--ray-address", cluster.address, *CONFIG,
-                        env=clean_env())
-    assert code == 0, log
-    assert f"ray: joined {cluster.address}" in log
-    # The cluster itself lists the job's driver (asked as another client of the cluster).
-    listing = subprocess.run(
-        [sys.executable, "-c", "from ray.job_submission import JobSubmissionClient as C; "
-         f"print([j.entrypoint for j in C('{cluster.dashboard}').list_jobs()])"],
-        env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert "jobs.build_pairs" in listing.stdout, listing.stdout + listing.stderr
-
-
-def test_ray_job_submit_builds_the_same_dataset(cluster, reference, inputs, tmp_path):
+def test_ray_job_submit_killed_and_resubmitted_ends_with_the_same_dataset(cluster, reference,
+                                                                           inputs, tmp_path):
     """The job runs in a copy of the repository (--working-dir), so paths are absolute."""
-    out = tmp_path / "out"
-    status, logs = cluster.run("python", "-m", "jobs.build_pairs", *build_args(inputs, out))
-    assert status == "SUCCEEDED", logs
-    assert f"dataset: {out}/v1 (new dataset)" in logs and "ray: joined" in logs
-    assert_same_dataset(reference[1], out / "v1")
-
-
-def test_killed_ray_job_resubmitted_ends_with_the_same_dataset(cluster, reference, inputs,
-                                                                 tmp_path):
     out = tmp_path / "out"
     entrypoint = ["python", "-m", "jobs.build_pairs", *build_args(inputs, out)]
     job = cluster.submit(*entrypoint)
@@ -376,6 +395,7 @@ def test_killed_ray_job_resubmitted_ends_with_the_same_dataset(cluster, referenc
     assert driver, "the job's driver was not found"
     status, logs = cluster.wait(job)
     assert status == "FAILED", logs
+    assert f"dataset: {out}/v1 (new dataset)" in logs and "ray: joined" in logs
     done = units_written(out / "v1")
     assert 1 <= done < total, f"kill did not land midway ({done} of {total} units)"
     status, logs = cluster.run(*entrypoint, *OTHER_EXECUTION)

@@ -1,6 +1,8 @@
-"""`python -m jobs.make_tiny_model` and `python -m jobs.edit` end to end as real subprocesses on
-tiny random checkpoints (PNG inputs, LCM, a real DragBench sample, bad inputs with their exact
-outcome), and the drawing helpers in model/drawing.py."""
+"""`python -m jobs.make_tiny_model` and `python -m jobs.edit` end to end on tiny random
+checkpoints (PNG inputs, LCM, a real DragBench sample, bad inputs with their exact outcome),
+and the drawing helpers in model/drawing.py. One run of each job is a real subprocess (its exit
+status and output as a user sees them); the others call the job's main() in this process, which
+is the same code without a process start (about 7 s each for a job importing diffusers)."""
 from __future__ import annotations
 
 import json
@@ -46,6 +48,15 @@ def run_job(name, *args, timeout=120):
     proc = subprocess.run([sys.executable, "-m", f"jobs.{name}", *map(str, args)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_main(capsys, job, *args):
+    """`job.main(args)` in this process: (exit status, stdout, stderr), as run_job returns
+    them. Use with the `one_thread` fixture."""
+    capsys.readouterr()
+    code = job.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def last_line(text: str) -> str:
@@ -184,13 +195,14 @@ def test_edit_png_two_candidates(checkpoints, inputs, tmp_path):
     assert last_line(stdout).endswith(f" s, 2 UNet calls (VAE {vae}) -> {out}")
 
 
-def test_edit_lcm_with_the_job_made_checkpoints(job_checkpoints, inputs, tmp_path):
+def test_edit_lcm_with_the_job_made_checkpoints(job_checkpoints, inputs, tmp_path, capsys,
+                                                 one_thread):
     root, _ = job_checkpoints
     image, mask = inputs
     out = tmp_path / "out"
-    code, stdout, stderr = run_job("edit", "--image", image, "--mask", mask, "--drag", DRAG,
-                                   "--out", out, "--checkpoints", root, "--scheduler", "lcm",
-                                   "--steps", 2)
+    code, stdout, stderr = run_main(capsys, edit_job, "--image", image, "--mask", mask,
+                                    "--drag", DRAG, "--out", out, "--checkpoints", root,
+                                    "--scheduler", "lcm", "--steps", 2)
     assert code == 0, stderr
     assert read_png(out / "edited.png").shape == (64, 64, 3)
     assert not (out / "edited_1.png").exists()
@@ -204,13 +216,13 @@ def test_edit_lcm_with_the_job_made_checkpoints(job_checkpoints, inputs, tmp_pat
                                       f"-> {out}")
 
 
-def test_edit_dragbench_sample(checkpoints, tmp_path):
+def test_edit_dragbench_sample(checkpoints, tmp_path, capsys, one_thread):
     sample = load_sample(DRAGBENCH)
     h, w = sample.image.shape[:2]
     out = tmp_path / "out"
-    code, stdout, stderr = run_job("edit", "--image", DRAGBENCH, "--out", out, "--checkpoints",
-                                   checkpoints, "--steps", 2, "--resolution", 64,
-                                   "--keep-unmasked", "--resize-back")
+    code, stdout, stderr = run_main(capsys, edit_job, "--image", DRAGBENCH, "--out", out,
+                                    "--checkpoints", checkpoints, "--steps", 2,
+                                    "--resolution", 64, "--keep-unmasked", "--resize-back")
     assert code == 0, stderr
     edited = read_png(out / "edited.png")
     assert edited.shape == (h, w, 3)
@@ -228,11 +240,11 @@ def test_edit_dragbench_sample(checkpoints, tmp_path):
     assert read_png(out / "side_by_side.png").shape[1] == 2 * w + 4
 
 
-def test_edit_a_photo_at_the_release_size_and_at_a_chosen_one(tmp_path):
+def test_edit_a_photo_at_the_release_size_and_at_a_chosen_one(tmp_path, capsys, one_thread):
     # A model of 512 px (multiples of 64, as SD-1.5): a 1280x853 photo runs at 640x448 and
     # comes back at that size, with the drag mapped into its pixels by the half-pixel rule.
     root = tmp_path / "ck512"
-    code, _, stderr = run_job("make_tiny_model", "--out", root, "--resolution", 512)
+    code, _, stderr = run_main(capsys, make_job, "--out", root, "--resolution", 512)
     assert code == 0, stderr
     rng = np.random.default_rng(0)
     photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
@@ -242,9 +254,9 @@ def test_edit_a_photo_at_the_release_size_and_at_a_chosen_one(tmp_path):
     Image.fromarray(editable).save(mask)
     drag = "400,300->600,450; 901,650->820,600"
     out = tmp_path / "out"
-    code, stdout, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
-                                   "--out", out, "--checkpoints", root, "--steps", 1,
-                                   "--schedule", "none")
+    code, stdout, stderr = run_main(capsys, edit_job, "--image", photo, "--mask", mask,
+                                    "--drag", drag, "--out", out, "--checkpoints", root,
+                                    "--steps", 1, "--schedule", "none")
     assert code == 0, stderr
     assert read_png(out / "edited.png").shape == (448, 640, 3)
     record = json.loads((out / "edit.json").read_text())
@@ -254,19 +266,20 @@ def test_edit_a_photo_at_the_release_size_and_at_a_chosen_one(tmp_path):
     assert record["outputs"]["handles"][0] == [(400.5) / 2 - 0.5, (300.5) * 448 / 853 - 0.5]
     assert " at 640x448 in " in last_line(stdout)
 
-    code, _, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
-                              "--out", tmp_path / "wide", "--checkpoints", root, "--steps", 1,
-                              "--schedule", "none", "--resolution", "256x128")
+    code, _, stderr = run_main(capsys, edit_job, "--image", photo, "--mask", mask, "--drag",
+                               drag, "--out", tmp_path / "wide", "--checkpoints", root,
+                               "--steps", 1, "--schedule", "none", "--resolution", "256x128")
     assert code == 0, stderr
     assert read_png(tmp_path / "wide" / "edited.png").shape == (128, 256, 3)
-    code, _, stderr = run_job("edit", "--image", photo, "--mask", mask, "--drag", drag,
-                              "--out", tmp_path / "bad", "--checkpoints", root,
-                              "--resolution", "100x64")
+    code, _, stderr = run_main(capsys, edit_job, "--image", photo, "--mask", mask, "--drag",
+                               drag, "--out", tmp_path / "bad", "--checkpoints", root,
+                               "--resolution", "100x64")
     assert code == 2
     assert last_line(stderr) == "error: resolution 100x64 must be positive multiples of 64"
 
 
-def test_edit_takes_the_release_vae_from_the_checkpoints_root(job_checkpoints, inputs, tmp_path):
+def test_edit_takes_the_release_vae_from_the_checkpoints_root(job_checkpoints, inputs, tmp_path,
+                                                              capsys, one_thread):
     from model.tiny_base import save_tiny_vae
 
     root = tmp_path / "ck"
@@ -274,10 +287,10 @@ def test_edit_takes_the_release_vae_from_the_checkpoints_root(job_checkpoints, i
     image, mask = inputs
     args = ["--image", image, "--mask", mask, "--drag", DRAG, "--checkpoints", root,
             "--steps", 1]
-    code, _, stderr = run_job("edit", *args, "--out", tmp_path / "base-vae")
+    code, _, stderr = run_main(capsys, edit_job, *args, "--out", tmp_path / "base-vae")
     assert code == 0, stderr
     save_tiny_vae(str(root / "sd-vae-ft-mse"), seed=9)  # another VAE: another edit
-    code, stdout, stderr = run_job("edit", *args, "--out", tmp_path / "mse")
+    code, stdout, stderr = run_main(capsys, edit_job, *args, "--out", tmp_path / "mse")
     assert code == 0, stderr
     record = json.loads((tmp_path / "mse" / "edit.json").read_text())
     assert record["checkpoints"]["vae"] == str(root / "sd-vae-ft-mse")
@@ -288,11 +301,11 @@ def test_edit_takes_the_release_vae_from_the_checkpoints_root(job_checkpoints, i
 
 # --- edit: bad inputs -------------------------------------------------------------------------
 
-def test_edit_point_outside_the_image(checkpoints, inputs, tmp_path):
+def test_edit_point_outside_the_image(checkpoints, inputs, tmp_path, capsys):
     image, mask = inputs
-    code, _, stderr = run_job("edit", "--image", image, "--mask", mask, "--drag",
-                              "20,20->30,25; 60,50->300,25", "--out", tmp_path / "out",
-                              "--checkpoints", checkpoints)
+    code, _, stderr = run_main(capsys, edit_job, "--image", image, "--mask", mask, "--drag",
+                               "20,20->30,25; 60,50->300,25", "--out", tmp_path / "out",
+                               "--checkpoints", checkpoints)
     assert code == 2
     line = last_line(stderr)
     assert line.startswith("error: target point 1 ") and "x=300, y=25" in line
@@ -300,40 +313,41 @@ def test_edit_point_outside_the_image(checkpoints, inputs, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_edit_point_outside_the_mask(checkpoints, inputs, tmp_path):
+def test_edit_point_outside_the_mask(checkpoints, inputs, tmp_path, capsys):
     image, mask = inputs
-    code, _, stderr = run_job("edit", "--image", image, "--mask", mask, "--drag", "5,5->30,25",
-                              "--out", tmp_path / "out", "--checkpoints", checkpoints)
+    code, _, stderr = run_main(capsys, edit_job, "--image", image, "--mask", mask, "--drag",
+                               "5,5->30,25", "--out", tmp_path / "out", "--checkpoints",
+                               checkpoints)
     assert code == 2
     assert last_line(stderr) == ("error: handle point 0 (5, 5) is outside the mask; handles and "
                                  "targets must lie in the editable region")
     assert not (tmp_path / "out").exists()
 
 
-def test_edit_malformed_drag(checkpoints, inputs, tmp_path):
+def test_edit_malformed_drag(checkpoints, inputs, tmp_path, capsys):
     image, mask = inputs
-    code, _, stderr = run_job("edit", "--image", image, "--mask", mask, "--drag",
-                              "20,20->30,25; 40,30-50,40", "--out", tmp_path / "out",
-                              "--checkpoints", checkpoints)
+    code, _, stderr = run_main(capsys, edit_job, "--image", image, "--mask", mask, "--drag",
+                               "20,20->30,25; 40,30-50,40", "--out", tmp_path / "out",
+                               "--checkpoints", checkpoints)
     assert code == 2
     assert last_line(stderr) == "error: --drag: drag pair 1 '40,30-50,40' is not 'x0,y0->x1,y1'"
     assert not (tmp_path / "out").exists()
 
 
-def test_edit_drag_with_a_dragbench_folder(checkpoints, tmp_path):
-    code, _, stderr = run_job("edit", "--image", DRAGBENCH, "--drag", "1,1->2,2", "--out",
-                              tmp_path / "out", "--checkpoints", checkpoints)
+def test_edit_drag_with_a_dragbench_folder(checkpoints, tmp_path, capsys):
+    code, _, stderr = run_main(capsys, edit_job, "--image", DRAGBENCH, "--drag", "1,1->2,2",
+                               "--out", tmp_path / "out", "--checkpoints", checkpoints)
     assert code == 2
     assert last_line(stderr) == (f"error: --drag cannot be used with a DragBench sample folder "
                                  f"({DRAGBENCH} provides its own mask and points)")
     assert not (tmp_path / "out").exists()
 
 
-def test_edit_missing_checkpoints_dir(inputs, tmp_path):
+def test_edit_missing_checkpoints_dir(inputs, tmp_path, capsys):
     image, mask = inputs
     missing = tmp_path / "no-such-checkpoints"
-    code, _, stderr = run_job("edit", "--image", image, "--mask", mask, "--drag", DRAG,
-                              "--out", tmp_path / "out", "--checkpoints", missing)
+    code, _, stderr = run_main(capsys, edit_job, "--image", image, "--mask", mask, "--drag",
+                               DRAG, "--out", tmp_path / "out", "--checkpoints", missing)
     assert code == 2
     assert last_line(stderr) == f"error: --checkpoints {missing}: not a directory"
     assert not (tmp_path / "out").exists()

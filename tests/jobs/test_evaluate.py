@@ -1,7 +1,8 @@
-"""`python -m jobs.evaluate` end to end as real subprocesses on tiny random checkpoints and
-extractors: DragBench (two real samples and broken copies: a missing file, an odd number of
-points, a point outside the image, a pickle that would run code) and pairs from the project's
-own data engine (with an unreadable shard); then usage errors and `jobs.make_tiny_extractors`.
+"""`python -m jobs.evaluate` end to end on tiny random checkpoints and extractors: DragBench
+(two real samples and broken copies: a missing file, an odd number of points, a point outside
+the image, a pickle that would run code), as a real subprocess, and pairs from the project's
+own data engine (with an unreadable shard), through the job's main() in this process (the same
+code without a process start); then usage errors and `jobs.make_tiny_extractors`.
 """
 from __future__ import annotations
 
@@ -160,7 +161,8 @@ def test_dragbench_summary_and_gallery(dragbench_run):
     assert gallery.shape[0] > 2 * 192 and gallery.shape[1] >= 2 * 192   # 2 rows, 2 images
 
 
-def test_every_sample_failing_exits_1(bench, checkpoints, extractors, tmp_path, capsys):
+def test_every_sample_failing_exits_1(bench, checkpoints, extractors, tmp_path, capsys,
+                                      one_thread):
     root, marker = bench
     out = tmp_path / "out"
     argv = ["--bench", "dragbench", "--data", root / "broken", "--out", out, "--checkpoints",
@@ -184,12 +186,22 @@ def shards(pair_shards, tmp_path_factory) -> Path:
     return out
 
 
-def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, tmp_path):
+def run_main(capsys, *args):
+    """`jobs.evaluate` main(args) in this process: (exit status, stdout, stderr), as run_job
+    returns them. Use with the `one_thread` fixture."""
+    capsys.readouterr()
+    code = evaluate_job.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, tmp_path, capsys,
+                                              one_thread):
     out = tmp_path / "out"
-    code, stdout, stderr = run_job("evaluate", "--bench", "pairs", "--data", shards,
-                                   "--out", out, "--checkpoints", checkpoints, *FAST,
-                                   *metric_flags(extractors, dift=False), "--tracker", "builtin",
-                                   "--compare", f"again={checkpoints}")
+    code, stdout, stderr = run_main(capsys, "--bench", "pairs", "--data", shards, "--out", out,
+                                    "--checkpoints", checkpoints, *FAST,
+                                    *metric_flags(extractors, dift=False), "--tracker", "builtin",
+                                    "--compare", f"again={checkpoints}")
     assert code == 0, stderr
     drag_length = {}
     for shard in list_shards(str(shards)):
@@ -225,12 +237,13 @@ def test_pairs_identity_md_is_the_drag_length(shards, checkpoints, extractors, t
     assert gallery.shape[1] >= 5 * 192              # drag | model | again | identity | target
 
 
-def test_pairs_md_by_patch_matching(shards, checkpoints, extractors, tmp_path):
+def test_pairs_md_by_patch_matching(shards, checkpoints, extractors, tmp_path, capsys,
+                                    one_thread):
     out = tmp_path / "out"
-    code, _, stderr = run_job("evaluate", "--bench", "pairs", "--data", shards, "--out", out,
-                              "--checkpoints", checkpoints, *FAST, "--limit", "4",
-                              *metric_flags(extractors, dift=False), "--tracker", "patch",
-                              "--patch-size", "9")
+    code, _, stderr = run_main(capsys, "--bench", "pairs", "--data", shards, "--out", out,
+                               "--checkpoints", checkpoints, *FAST, "--limit", "4",
+                               *metric_flags(extractors, dift=False), "--tracker", "patch",
+                               "--patch-size", "9")
     assert code == 0, stderr
     samples = {}
     for shard in list_shards(str(shards)):
@@ -249,7 +262,7 @@ def test_pairs_md_by_patch_matching(shards, checkpoints, extractors, tmp_path):
 
 
 def test_seeds_average_each_samples_metrics_over_the_seeds(shards, checkpoints, extractors,
-                                                           tmp_path):
+                                                           tmp_path, one_thread):
     """--seeds 2 --seed 5: every sample is edited with seeds 5 and 6, and its metrics are the
     mean of what --seed 5 and --seed 6 score alone (in process: main() writes the same files)."""
     def evaluate(out, *flags):

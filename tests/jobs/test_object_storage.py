@@ -8,7 +8,9 @@ itself on the URL, resumes (with other execution settings too), grows by a new i
 versions a changed threshold; training from those shards keeps checkpoints, config,
 TensorBoard events and validation grids in the bucket, and a killed run rerun ends equal to
 an uninterrupted one; evaluation and editing read and write URLs. No credential appears in
-any file written or any log line."""
+any file written or any log line. The builds and training are job processes; the jobs whose
+process is not under test here (dataset_info, a build with nothing to do, evaluate, edit) run
+their main() in this process, with this process's AWS_* variables."""
 from __future__ import annotations
 
 import io
@@ -26,6 +28,7 @@ import torch
 import yaml
 from PIL import Image
 
+from jobs import build_pairs, dataset_info, edit, evaluate
 from pipeline import synthetic
 from schemas import storage
 from schemas.validate import main as validate_main
@@ -41,6 +44,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 CONFIG = ["--set", "output.videos_per_unit=2", "--set", "execution.max_units_in_flight=2",
           "--set", "execution.task_cpus=0.5"]
 LOGS: list[str] = []   # every job's output, searched for credentials at the end
+
+
+def run_main(capsys, caplog, job, *args):
+    """`job.main(args)` in this process, for runs whose process is not under test (they read
+    and write the bucket through this process's AWS_* variables, as a job process does):
+    (exit status, what it printed and logged), kept in LOGS as run_job keeps a job's output."""
+    capsys.readouterr()
+    logged = len(caplog.text)
+    code = job.main([str(a) for a in args])
+    out = capsys.readouterr()
+    LOGS.append(out.out + out.err + caplog.text[logged:])
+    return code, out.out + out.err
 
 
 def run_job(name, *args, env=None, timeout=600):
@@ -70,12 +85,11 @@ def bucket(s3):
 
 
 @pytest.fixture(scope="module")
-def clips(bucket, tmp_path_factory):
+def clips(bucket, standard_clips):
     """The synthetic standard set, uploaded to BUCKET/clips/; returns the local paths."""
-    local = synthetic.standard_set(tmp_path_factory.mktemp("clips"), seed=0)
-    for path, _ in local:
+    for path, _ in standard_clips:
         storage.publish_file(path, f"{bucket}/clips/{os.path.basename(path)}")
-    return [p for p, _ in local]
+    return [p for p, _ in standard_clips]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +114,7 @@ def s3_dataset(s3, bucket, clips, build, tmp_path_factory):
 
 
 def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_versions(
-        s3, bucket, clips, s3_dataset, build, tmp_path, capsys):
+        s3, bucket, clips, s3_dataset, build, multinode, tmp_path, capsys, caplog):
     url, local, log = s3_dataset
     objects = dataset_objects(s3, f"{url}/v1")
     assert objects == local_files(local / "v1")             # byte for byte
@@ -114,19 +128,21 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     assert json.loads(report["report.json"])["totals"]["videos"] == len(clips)
     assert f"report: {url}/v1/report/index.md" in log
 
-    code, out = run_job("dataset_info", url, "--json")
+    code, out = run_main(capsys, caplog, dataset_info, url, "--json")
     assert code == 0, out
     info = json.loads(out)["versions"][0]
     assert (info["name"], info["videos"], info["incomplete_units"]) == ("v1", len(clips), [])
     local_pairs = [r for f in sorted((local / "v1").glob("*.pairs.parquet"))
                    for r in pq.read_table(f).to_pylist()]
     assert info["pairs"] == len(local_pairs) > 0
-    # Resubmitted with more resources and other scheduling: the same version, nothing redone.
-    code, out = build("--input", f"{bucket}/clips", "--output", url,
-                      "--set", "execution.tracker_actors=2",
-                      "--set", "execution.tracker_cpus=0.25",
-                      "--set", "execution.max_retries=5",
-                      "--set", "execution.max_units_in_flight=8")
+    # Resubmitted with more resources and other scheduling: the same version, nothing redone
+    # (and so no Ray started: the job's main() runs in this process).
+    code, out = run_main(capsys, caplog, build_pairs, "--input", f"{bucket}/clips", "--output",
+                         url, *CONFIG, "--ray-address", multinode.address,
+                         "--set", "execution.tracker_actors=2",
+                         "--set", "execution.tracker_cpus=0.25",
+                         "--set", "execution.max_retries=5",
+                         "--set", "execution.max_units_in_flight=8")
     assert code == 0, out
     units = len([k for k in objects if k.endswith(".videos.parquet")])
     assert f"dataset: {url}/v1 (same config: resuming)" in out
@@ -134,7 +150,8 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     assert dataset_objects(s3, f"{url}/v1") == objects      # nothing redone
 
     # A new input in the bucket: one new unit, the old shards untouched.
-    extra = synthetic.standard_set(tmp_path / "more", seed=7)[0][0]
+    extra = str(tmp_path / "translate-7.mp4")   # standard_set(..., seed=7)'s first clip
+    synthetic.make_clip(synthetic.ClipSpec(name="translate-7", kind="translate", seed=7), extra)
     storage.publish_file(extra, f"{bucket}/clips/new-{os.path.basename(extra)}")
     code, out = build("--input", f"{bucket}/clips", "--output", url)
     assert code == 0, out
@@ -150,7 +167,7 @@ def test_a_build_into_s3_equals_the_local_build_validates_resumes_grows_and_vers
     assert code == 0, out
     assert (f"dataset: {url}/v2 (new version: config differs from v1 in "
             "filter.static_threshold 0.004 -> 0.05)") in out
-    code, out = run_job("dataset_info", url)
+    code, out = run_main(capsys, caplog, dataset_info, url)
     assert code == 0 and "v2 (latest)" in out, out
     assert validate_main([url]) == 0
     assert f"{url}: dataset of 2 version(s): v1, v2" in capsys.readouterr().out
@@ -247,7 +264,8 @@ def test_training_on_s3_shards_with_the_run_in_s3_resumes_after_a_kill(
     assert steps == list(range(1, STEPS + 1))
 
 
-def test_evaluate_and_edit_read_and_write_urls(s3, bucket, s3_dataset, checkpoints, tmp_path):
+def test_evaluate_and_edit_read_and_write_urls(s3, bucket, s3_dataset, checkpoints, tmp_path,
+                                               capsys, caplog, one_thread):
     from jobs import make_tiny_extractors
 
     made = tmp_path / "extractors"
@@ -255,9 +273,10 @@ def test_evaluate_and_edit_read_and_write_urls(s3, bucket, s3_dataset, checkpoin
     flags = metric_flags({"alexnet": made / "alexnet.pth",
                           "lpips": made / "lpips-alex-v0.1.pth"}, dift=False)
     out = f"{bucket}/eval/tiny"
-    code, log = run_job("evaluate", "--bench", "pairs", "--data", f"{s3_dataset[0]}/v1",
-                        "--out", out, "--checkpoints", checkpoints, "--limit", "2", "--steps",
-                        "2", "--resolution", "64", "--device", "cpu", *flags)
+    code, log = run_main(capsys, caplog, evaluate, "--bench", "pairs", "--data",
+                         f"{s3_dataset[0]}/v1", "--out", out, "--checkpoints", checkpoints,
+                         "--limit", "2", "--steps", "2", "--resolution", "64", "--device", "cpu",
+                         *flags)
     assert code == 0, log
     results = s3.files(out)
     assert {"results.parquet", "results.csv", "summary.md", "summary.json",
@@ -273,19 +292,19 @@ def test_evaluate_and_edit_read_and_write_urls(s3, bucket, s3_dataset, checkpoin
         Image.fromarray(array).save(png, format="PNG")
         storage.publish(f"{bucket}/inputs/{name}", png.getvalue())
     edit_out = f"{bucket}/edits/one"
-    code, log = run_job("edit", "--checkpoints", checkpoints, "--image",
-                        f"{bucket}/inputs/photo.png", "--mask", f"{bucket}/inputs/mask.png",
-                        "--drag", "30,30->40,35", "--steps", "2", "--resolution", "64",
-                        "--device", "cpu", "--candidates", "2", "--out", edit_out)
+    code, log = run_main(capsys, caplog, edit, "--checkpoints", checkpoints, "--image",
+                         f"{bucket}/inputs/photo.png", "--mask", f"{bucket}/inputs/mask.png",
+                         "--drag", "30,30->40,35", "--steps", "2", "--resolution", "64",
+                         "--device", "cpu", "--candidates", "2", "--out", edit_out)
     assert code == 0, log
     edited = s3.files(edit_out)
     assert set(edited) == {"edited.png", "edited_1.png", "side_by_side.png", "edit.json"}
     record = json.loads(edited["edit.json"])
     assert record["inputs"]["image"] == f"{bucket}/inputs/photo.png"
     assert Image.open(io.BytesIO(edited["edited.png"])).size == (64, 64)  # the run size
-    code, log = run_job("edit", "--checkpoints", checkpoints, "--image",
-                        f"{bucket}/inputs/nothing.png", "--mask", f"{bucket}/inputs/mask.png",
-                        "--drag", "30,30->40,35", "--out", edit_out)
+    code, log = run_main(capsys, caplog, edit, "--checkpoints", checkpoints, "--image",
+                         f"{bucket}/inputs/nothing.png", "--mask", f"{bucket}/inputs/mask.png",
+                         "--drag", "30,30->40,35", "--out", edit_out)
     assert code == 2 and f"error: --image {bucket}/inputs/nothing.png: not found" in log
 
 

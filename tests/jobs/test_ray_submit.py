@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import filecmp
 import os
-import subprocess
-import sys
+import shlex
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from jobs import edit, make_tiny_model, make_videos
 from tests.conftest import REPO
-from tests.ray_cluster import clean_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 DRAGBENCH = REPO / "tests" / "fixtures" / "dragbench" / "animals" / "JH_2023-09-14-1823-59"
-
-
-def standalone(*args):
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=clean_env(OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def all_files(root):
@@ -39,27 +31,32 @@ def assert_same_tree(a, b):
     assert not mismatch and not errors, (mismatch, errors)
 
 
-def test_jobs_run_under_ray_job_submit_as_standalone(cluster, tmp_path):
+def test_jobs_run_under_ray_job_submit_as_standalone(cluster, tmp_path, capsys, one_thread):
+    """Standalone: each job's main() in this process (what `python -m jobs.<name>` runs).
+    Submitted: the three jobs, each `python -m jobs.<name> ...`, in one job's entrypoint
+    (`sh -c 'python -m ... && ...'`: one submission, one copy of the repository for all)."""
     # The job's working directory is Ray's copy of the repository: paths must be absolute.
     jobs = {
-        "videos": ["jobs.make_videos", "--output", "{out}", "--width", "64", "--height", "48"],
-        "checkpoints": ["jobs.make_tiny_model", "--out", "{out}", "--seed", "3"],
+        "videos": (make_videos, ["--output", "{out}", "--width", "64", "--height", "48"]),
+        "checkpoints": (make_tiny_model, ["--out", "{out}", "--seed", "3"]),
     }
-    for name, args in jobs.items():
-        here, there = tmp_path / "standalone" / name, tmp_path / "submitted" / name
-        standalone(*[a.format(out=here) for a in args])
-        status, log = cluster.run("python", "-m", *[a.format(out=there) for a in args],
-                                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        assert status == "SUCCEEDED", log
-        assert_same_tree(here, there)
-
     ckpt = tmp_path / "standalone" / "checkpoints"
-    edit = ["jobs.edit", "--checkpoints", str(ckpt), "--image", str(DRAGBENCH),
-            "--resolution", "64", "--steps", "2", "--seed", "5", "--out"]
-    standalone(*edit, str(tmp_path / "edit-standalone"))
-    status, log = cluster.run("python", "-m", *edit, str(tmp_path / "edit-submitted"),
+    edit_args = ["--checkpoints", str(ckpt), "--image", str(DRAGBENCH), "--resolution", "64",
+                 "--steps", "2", "--seed", "5", "--out"]
+    commands = []
+    for name, (job, args) in jobs.items():
+        assert job.main([a.format(out=tmp_path / "standalone" / name) for a in args]) == 0
+        commands.append(["python", "-m", job.__name__,
+                         *[a.format(out=tmp_path / "submitted" / name) for a in args]])
+    assert edit.main([*edit_args, str(tmp_path / "edit-standalone")]) == 0
+    capsys.readouterr()
+    commands.append(["python", "-m", "jobs.edit", *edit_args, str(tmp_path / "edit-submitted")])
+
+    status, log = cluster.run("sh", "-c", " && ".join(map(shlex.join, commands)),
                               runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     assert status == "SUCCEEDED", log
+    for name in jobs:
+        assert_same_tree(tmp_path / "standalone" / name, tmp_path / "submitted" / name)
     assert f"-> {tmp_path / 'edit-submitted'}" in log  # its output reaches `ray job logs`
     a, b = (np.asarray(Image.open(tmp_path / d / "edited.png"))
             for d in ("edit-standalone", "edit-submitted"))

@@ -1,6 +1,8 @@
 """`make toy`, the README's main job, shrunk: the same Makefile recipe and configs on 3 clips,
-2 held-out clips and 2 training steps. Checks the wiring (each job feeds the next) and the
-report's shape, not the learning (bench/RESULTS.md has the full run's figures)."""
+2 held-out clips, 2 training steps and 2 sampling steps in the evaluation; the two pair builds
+join the session's running Ray cluster (RAY_ADDRESS, which jobs.build_pairs honours) instead of
+each starting one. Checks the wiring (each job feeds the next) and the report's shape, not the
+learning (bench/RESULTS.md has the full run's figures)."""
 from __future__ import annotations
 
 import json
@@ -14,13 +16,15 @@ from tests.ray_cluster import clean_env
 
 
 @pytest.mark.slow
-@pytest.mark.ray  # jobs.build_pairs starts a local Ray
-def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
+@pytest.mark.ray  # jobs.build_pairs runs on Ray
+def test_make_toy_runs_end_to_end_on_a_small_world(cluster, tmp_path):
     toy = tmp_path / "toy"
     args = ["make", "--no-print-directory", "-C", str(REPO), "toy", f"TOY={toy}",
             "TOY_CLIPS=3", "TOY_HELDOUT_CLIPS=2",
-            "TOY_TRAIN_ARGS=--set train.steps=2 --set checkpoint.every=2 --set data.batch_size=2"]
-    done = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=600)
+            "TOY_TRAIN_ARGS=--set train.steps=2 --set checkpoint.every=2 --set data.batch_size=2",
+            "TOY_EVAL_ARGS=--steps 2"]
+    done = subprocess.run(args, env=clean_env(RAY_ADDRESS=cluster.address), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((toy / "eval" / "summary.json").read_text())
     assert list(summary["methods"]) == ["model", "untrained", "identity"]
@@ -35,5 +39,6 @@ def test_make_toy_runs_end_to_end_on_a_small_world(tmp_path):
         f"{toy}/checkpoints/lightning-drag-sd15"
     n = summary["samples"]
     assert n >= 2 and all(m["ok"] == n for m in summary["methods"].values())
+    assert done.stderr.count(f"ray: joined {cluster.address}") == 2
     # the table is printed, and the gallery written
     assert "| untrained |" in done.stdout and os.path.isfile(toy / "eval" / "gallery.png")
