@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,8 @@ from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from schemas.typed_config import ConfigError
 from tests.conftest import REPO
-from tests.trainer.trainer_helpers import config, known_batches
+from tests.ray_cluster import clean_env, free_port
+from tests.trainer.trainer_helpers import config, known_batches, rank_config
 from trainer.config import load_config
 from trainer.checkpoint import EXPORT_DIR, list_checkpoints
 from trainer.loop import sample_generators, train
@@ -80,43 +80,41 @@ def test_resume_equals_uninterrupted(tmp_path, ckpt):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(run_dir, ckpt, nproc, global_batch, steps, zero):
-    script = REPO / "tests" / "trainer" / "two_process_train.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-         f"--master_port={_free_port()}", str(script), str(run_dir), str(ckpt),
-         str(global_batch), str(steps), str(zero)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        return json.load(f)
-
-
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, ckpt):
-    one = run_ranks(tmp_path / "one", ckpt, 1, 2, 3, 2)
-    two = run_ranks(tmp_path / "two", ckpt, 2, 2, 3, 2)
+    # one process: what two_process_train.py runs as the only rank, here, on one intra-op
+    # thread as torchrun's ranks (OMP_NUM_THREADS=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = train(rank_config(tmp_path / "one", ckpt, 2, 1, 3, 2), batches=known_batches(2),
+                    device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    # two processes under torchrun, each training on its half of every global batch
+    script = REPO / "tests" / "trainer" / "two_process_train.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={free_port()}", str(script), str(tmp_path / "two"), str(ckpt), "2",
+         "3", "2"], cwd=REPO, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True,
+        text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(tmp_path / "two" / "summary.json") as f:
+        two = json.load(f)
     assert np.allclose(one["losses"], two["losses"], atol=1e-5), (one["losses"], two["losses"])
     a, b = weights(exported(tmp_path / "one", ckpt)), weights(exported(tmp_path / "two", ckpt))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_zero3_runs_and_resumes(tmp_path, ckpt):
-    kw = dict(train={"steps": 4, "zero_stage": 3}, checkpoint={"every": 2})
+    # a ZeRO-3 step is slow on CPU: the fewest steps that resume after one (which restores the
+    # partitioned optimiser state of a step) and then step again
+    kw = dict(train={"steps": 2, "zero_stage": 3}, checkpoint={"every": 1})
     straight = train(config(tmp_path / "a", ckpt, **kw), batches=known_batches(2))
     cfg = config(tmp_path / "b", ckpt, **kw)
-    train(cfg, batches=known_batches(2), stop_after=2)
-    resumed = train(cfg, batches=known_batches(2, start=2))
-    assert resumed["step"] == 4
-    assert np.allclose(straight["losses"][2:], resumed["losses"], atol=1e-6)
+    train(cfg, batches=known_batches(2), stop_after=1)
+    resumed = train(cfg, batches=known_batches(2, start=1))
+    assert resumed["step"] == 2
+    assert np.allclose(straight["losses"][1:], resumed["losses"], atol=1e-6)
     a, b = weights(exported(tmp_path / "a", ckpt)), weights(exported(tmp_path / "b", ckpt))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import torch
@@ -19,26 +20,11 @@ import torch
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from tests.conftest import REPO
-from tests.ray_cluster import clean_env, free_port
+from tests.ray_cluster import FINAL, LOOPBACK, clean_env
 from tests.trainer.test_loop import weights
-from tests.trainer.trainer_helpers import config
+from tests.trainer.trainer_helpers import STEPS, summary_of, two_rank_config
 from trainer.checkpoint import EXPORT_DIR
 from trainer.ray_train import storage_filesystem
-
-STEPS = 4  # checkpoints at 2 and 4; the newest one kept
-
-
-def write_config(path, run_dir, ckpt, shards, tensorboard: bool = False) -> str:
-    cfg = config(run_dir, ckpt, data={"shards": shards, "batch_size": 1, "val_pairs": 1},
-                 train={"steps": STEPS}, checkpoint={"every": 2, "keep_last": 1},
-                 log={"val_steps": 2, "tensorboard": tensorboard})
-    path.write_text(cfg.to_yaml())
-    return str(path)
-
-
-def summary_of(log: str) -> dict:
-    line = [x for x in log.splitlines() if x.startswith("train: ")][-1]
-    return json.loads(line.removeprefix("train: "))
 
 
 def export_weights(checkpoint, ckpt) -> dict:
@@ -53,24 +39,37 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def torchrun_run(setup, tmp_path_factory):
-    """The same config trained by two torchrun ranks: (summary, final export's weights)."""
-    ckpt, shards = setup
-    root = tmp_path_factory.mktemp("torchrun")
-    cfg = write_config(root / "train.yaml", root / "run", ckpt, shards)
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node=2",
-         f"--master_port={free_port()}", "-m", "jobs.train", "--config", cfg, "--device", "cpu"],
-        cwd=REPO, env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
-        timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return summary_of(proc.stdout), export_weights(root / "run" / "checkpoints" /
-                                                   f"step_{STEPS:08d}", ckpt)
+def torchrun_weights(setup, torchrun_run) -> dict:
+    """The final export's weights of the session's two torchrun ranks (conftest.torchrun_run),
+    which trained the config these runs train."""
+    return export_weights(torchrun_run.run_dir / "checkpoints" / f"step_{STEPS:08d}", setup[0])
 
 
 def submit_train(cluster, cfg, *args) -> str:
     return cluster.submit("python", "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
                           "--device", "cpu", *args)
+
+
+def job_status(cluster, job_id) -> str:
+    """The job's status from the dashboard's REST API, which `ray job status` asks too: asked
+    every second while a job runs, a process per question (cluster.status) would take a core
+    of this 2-core machine from the job."""
+    request = urllib.request.Request(f"{cluster.dashboard}/api/jobs/{job_id}", headers={
+        "Authorization": f"Bearer {LOOPBACK['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)["status"]
+
+
+def wait_for(cluster, job_id, timeout: float = 600) -> tuple[str, str]:
+    """(final status, logs) of a job."""
+    deadline = time.time() + timeout
+    while (status := job_status(cluster, job_id)) not in FINAL:
+        if time.time() > deadline:
+            cluster.stop(job_id)
+            raise TimeoutError(f"job {job_id} not finished after {timeout} s:\n"
+                               f"{cluster.logs(job_id)}")
+        time.sleep(0.5)
+    return status, cluster.logs(job_id)
 
 
 def train_workers(cluster) -> list[int]:
@@ -86,49 +85,52 @@ def train_workers(cluster) -> list[int]:
     return found
 
 
-def kill_a_worker_after_the_first_checkpoint(cluster, job_id, experiment) -> None:
-    """SIGKILL one training worker once Ray has registered a checkpoint of the run."""
+def kill_a_worker_after_a_new_checkpoint(cluster, job_id, experiment, seen=None) -> str:
+    """SIGKILL one training worker once Ray has registered a checkpoint of the run other than
+    `seen` (a path); returns the registered checkpoint's path."""
     from ray.train import Result
 
     deadline = time.time() + 300
     for tick in itertools.count():
         try:
-            if Result.from_path(experiment).checkpoint is not None:
-                break
+            latest = Result.from_path(experiment).checkpoint
         except RuntimeError:  # no run, or no checkpoint registered yet
-            pass
-        if tick % 25 == 0:  # asking for the job's status takes a process: now and then
-            assert cluster.status(job_id) in ("PENDING", "RUNNING"), cluster.logs(job_id)
+            latest = None
+        if latest is not None and latest.path != seen:
+            break
+        if tick % 10 == 0:
+            assert job_status(cluster, job_id) in ("PENDING", "RUNNING"), cluster.logs(job_id)
         assert time.time() < deadline, cluster.logs(job_id)
-        time.sleep(0.2)
+        time.sleep(0.1)
     workers = train_workers(cluster)
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGKILL)
+    return latest.path
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
-        cluster, setup, torchrun_run, tmp_path):
+        cluster, setup, torchrun_run, torchrun_weights, tmp_path):
     ckpt, shards = setup
-    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
-    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2"))
+    cfg = two_rank_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
+    status, log = wait_for(cluster, submit_train(cluster, cfg, "--num-workers", "2"))
     assert status == "SUCCEEDED", log
-    summary, reference = summary_of(log), torchrun_run[0]
+    summary, reference = summary_of(log), torchrun_run.summary
     assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
     assert summary["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-6)
     assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
     # Ray kept the newest one, in the plain launcher's layout; every rank's files merged in
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        ["step_00000004"]
+        [f"step_{STEPS:08d}"]
     last = root / f"step_{STEPS:08d}"
     assert sorted(os.listdir(last / "data")) == ["rank_00000.json", "rank_00001.json"]
     assert sorted(f for f in os.listdir(last / "state") if "optim_states" in f) == \
         ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     assert json.loads((last / "trainer.json").read_text())["world_size"] == 2
     assert (tmp_path / "run" / "validation" / f"step_{STEPS:08d}.png").is_file()
-    assert_same_weights(export_weights(last, ckpt), torchrun_run[1])
+    assert_same_weights(export_weights(last, ckpt), torchrun_weights)
 
     # again, from a driver that joins the cluster itself: Ray hands back the final
     # checkpoint, nothing is left to do
@@ -142,40 +144,28 @@ def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
     again = summary_of(proc.stdout)
     assert (again["step"], again["first_loss"]) == (STEPS, None)
     assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        ["step_00000004"]
+        [f"step_{STEPS:08d}"]
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_uninterrupted(
-        cluster, setup, torchrun_run, tmp_path):
+def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes_by_name_with_its_world_size_only(
+        cluster, setup, torchrun_run, torchrun_weights, tmp_path):
+    """One run, killed twice: with one restart allowed, a killed worker is replaced and the
+    workers resume from the latest checkpoint; a worker of the restarted group killed too, the
+    run fails, and is resumed by its name (with its world size only) to the end."""
     ckpt, shards = setup
-    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
-    job = submit_train(cluster, cfg, "--num-workers", "2", "--max-failures", "1")
-    kill_a_worker_after_the_first_checkpoint(cluster, job, str(tmp_path / "run" / "checkpoints"))
-    status, log = cluster.wait(job)
-    assert status == "SUCCEEDED", log
-    assert "[FailurePolicy] RETRY" in log
-    assert f"resumed from {tmp_path / 'run' / 'checkpoints'}/step_" in log
-    summary = summary_of(log)
-    assert (summary["step"], summary["samples"]) == (STEPS, 2 * STEPS)
-    assert summary["last_loss"] == pytest.approx(torchrun_run[0]["last_loss"], abs=1e-6)
-    assert_same_weights(export_weights(tmp_path / "run" / "checkpoints" / f"step_{STEPS:08d}",
-                                       ckpt), torchrun_run[1])
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_an_interrupted_run_resumes_by_name_with_its_world_size_only(
-        cluster, setup, torchrun_run, tmp_path):
-    ckpt, shards = setup
-    cfg = write_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
+    cfg = two_rank_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
     storage = ["--storage-path", f"file://{tmp_path / 'storage'}", "--run-name", "exp1"]
     experiment = tmp_path / "storage" / "exp1"
-    job = submit_train(cluster, cfg, "--num-workers", "2", *storage)  # no restarts
-    kill_a_worker_after_the_first_checkpoint(cluster, job, str(experiment))
-    status, log = cluster.wait(job)
+    job = submit_train(cluster, cfg, "--num-workers", "2", "--max-failures", "1", *storage)
+    first = kill_a_worker_after_a_new_checkpoint(cluster, job, str(experiment))
+    # the workers are replaced, resume, and register a newer checkpoint: no restart is left
+    kill_a_worker_after_a_new_checkpoint(cluster, job, str(experiment), seen=first)
+    status, log = wait_for(cluster, job)
     assert status == "FAILED" and "error: training failed" in log, log
+    assert "[FailurePolicy] RETRY" in log, log
+    assert f"resumed from {experiment}/step_" in log, log  # by the replaced workers
 
     # another number of workers: refused before any worker starts
     proc = subprocess.run(
@@ -188,25 +178,29 @@ def test_an_interrupted_run_resumes_by_name_with_its_world_size_only(
         "was written by a run with world size 2, and this run has world size 1: resume it " \
         "with 2 ranks" in error, error
 
-    # the same name and world size: resumes where Ray's latest checkpoint is, ends the same
-    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2", *storage))
+    # the same name and world size: resumes where Ray's latest checkpoint is, and the run ends
+    # as if uninterrupted
+    status, log = wait_for(cluster, submit_train(cluster, cfg, "--num-workers", "2", *storage))
     assert status == "SUCCEEDED", log
     assert f"resumed from {experiment}/step_" in log
-    assert summary_of(log)["step"] == STEPS
-    assert_same_weights(export_weights(experiment / f"step_{STEPS:08d}", ckpt), torchrun_run[1])
+    summary = summary_of(log)
+    assert (summary["step"], summary["samples"]) == (STEPS, 2 * STEPS)
+    assert summary["last_loss"] == pytest.approx(torchrun_run.summary["last_loss"], abs=1e-6)
+    assert_same_weights(export_weights(experiment / f"step_{STEPS:08d}", ckpt), torchrun_weights)
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
-        multinode, s3, setup, torchrun_run, tmp_path):
+        multinode, s3, setup, torchrun_run, torchrun_weights, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from schemas import storage
 
     ckpt, shards = setup
     bucket = s3.new_bucket("raytrain")
-    cfg = write_config(tmp_path / "train.yaml", f"{bucket}/run", ckpt, shards, tensorboard=True)
+    cfg = two_rank_config(tmp_path / "train.yaml", f"{bucket}/run", ckpt, shards,
+                          tensorboard=True)
     env = {k: v for k, v in clean_env().items() if k != "RAY_AUTH_MODE"}  # no auth on it
     # One CPU per worker, one CPU per worker node, none on the head: a worker on each node.
     proc = subprocess.run(
@@ -215,7 +209,7 @@ def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
          "--storage-path", f"{bucket}/ray", "--run-name", "exp", "--device", "cpu"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    summary, reference = summary_of(proc.stdout), torchrun_run[0]
+    summary, reference = summary_of(proc.stdout), torchrun_run.summary
     assert (summary["step"], summary["world_size"]) == (STEPS, 2)
     assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
     kept = s3.files(f"{bucket}/ray/exp")
@@ -224,7 +218,7 @@ def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
             f"{last}/trainer.json"} <= set(kept)
     local = tmp_path / "kept"
     storage.download_tree(f"{bucket}/ray/exp/{last}", str(local))
-    assert_same_weights(export_weights(local, ckpt), torchrun_run[1])
+    assert_same_weights(export_weights(local, ckpt), torchrun_weights)
     run = s3.files(f"{bucket}/run")
     assert {"config.yaml", f"validation/{last}.png"} <= set(run)
     events = EventAccumulator(f"{bucket}/run/tensorboard")

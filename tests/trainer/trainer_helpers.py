@@ -1,5 +1,8 @@
-"""Shared by the trainer tests and the two-process script: tiny checkpoints, known batches."""
+"""Shared by the trainer tests and the two-process script: tiny checkpoints, known batches, the
+config of the two-rank runs on the pair shards."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import torch
@@ -42,3 +45,34 @@ def config(run_dir, checkpoints, **sections):
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return from_dict(data)
+
+
+
+def rank_config(run_dir, checkpoints, global_batch: int, world: int, steps: int, zero: int):
+    """The config of one of `world` ranks training on their slices of the known global batches
+    (two_process_train.py)."""
+    # Adam's eps well above float noise: elements with near-zero gradients would otherwise turn
+    # reduction-order noise (one rank's mean vs two ranks' all-reduce) into full-size updates.
+    return config(run_dir, checkpoints, data={"batch_size": global_batch // world},
+                  optim={"eps": 1e-4}, train={"steps": steps, "zero_stage": zero})
+
+# --- the two-rank runs on the pair shards (torchrun, the deepspeed launcher, Ray Train) ------
+
+STEPS = 3  # a checkpoint after every step, the newest one kept
+
+
+def two_rank_config(path, run_dir, checkpoints, shards, tensorboard: bool = False) -> str:
+    """Writes the config that every two-rank run on the pair shards trains (the session's
+    torchrun reference, tests/trainer/conftest.py, is compared with the others); returns its
+    path."""
+    cfg = config(run_dir, checkpoints, data={"shards": shards, "batch_size": 1, "val_pairs": 1},
+                 train={"steps": STEPS}, checkpoint={"every": 1, "keep_last": 1},
+                 log={"val_steps": 2, "tensorboard": tensorboard})
+    path.write_text(cfg.to_yaml())
+    return str(path)
+
+
+def summary_of(output: str) -> dict:
+    """The summary a jobs.train run printed (its last `train: {...}` line)."""
+    line = [x for x in output.splitlines() if x.startswith("train: ")][-1]
+    return json.loads(line.removeprefix("train: "))

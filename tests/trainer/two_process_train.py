@@ -8,15 +8,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.trainer.trainer_helpers import config, known_batches  # noqa: E402
+from tests.trainer.trainer_helpers import known_batches, rank_config  # noqa: E402
 from trainer.loop import train  # noqa: E402
 
 run_dir, ckpt, global_batch, steps, zero = sys.argv[1:6]
 world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-# Adam's eps well above float noise: elements with near-zero gradients would otherwise turn
-# reduction-order noise (one rank's mean vs two ranks' all-reduce) into full-size updates.
-cfg = config(run_dir, ckpt, data={"batch_size": int(global_batch) // world},
-             optim={"eps": 1e-4}, train={"steps": int(steps), "zero_stage": int(zero)})
+cfg = rank_config(run_dir, ckpt, int(global_batch), world, int(steps), int(zero))
 out = train(cfg, batches=known_batches(int(global_batch), rank, world), device="cpu")
 if rank == 0:
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
