@@ -31,9 +31,8 @@ __all__ = ["ConfigError", "PipelineConfig", "from_dict", "load_config"]
 @dataclass
 class DecodeConfig:
     backend: str = "auto"            # auto (decord, PyAV fallback) | decord | pyav
-    score_fps: float = 4.0           # sampling rate of the low-resolution scoring frames
-    score_size: int = 128            # short side of scoring frames, pixels
-    max_score_frames: int = 96       # at most this many scoring frames (half as many probes)
+    score_fps: float = 4.0           # motion probes in a pair window at most this often
+    score_size: int = 128            # pair-window crops are judged at this size, pixels
     max_bytes: int = 2 << 30         # remote inputs are copied locally up to this size
 
 
@@ -45,7 +44,6 @@ class FilterConfig:
     max_pixels: int = 3840 * 2160 * 2  # width*height above -> failed:VideoTooLarge
     cut_threshold: float = 0.45      # histogram distance (0..1) between scoring frames
     min_shot_s: float = 0.5          # shots shorter than this are not sampled
-    segment_s: float = 10.0          # long shots are judged in segments of at most this
     static_threshold: float = 0.004  # object motion per second, fraction of frame diagonal
     camera_threshold: float = 0.006  # camera motion per second, fraction of frame diagonal
 
@@ -140,7 +138,6 @@ class PipelineConfig(TypedConfig):
             (len(self.sample.crop_scale) == 2 and 0 < self.sample.crop_scale[0]
              <= self.sample.crop_scale[1] <= 1, "sample.crop_scale: [min, max] in (0, 1]"),
             (self.decode.score_fps > 0 and self.decode.score_size >= 16, "decode.score_*"),
-            (self.filter.segment_s > 0, "filter.segment_s > 0"),
             (self.execution.max_units_in_flight >= 1, "execution.max_units_in_flight >= 1"),
             (self.execution.tracker_actors >= 1, "execution.tracker_actors >= 1"),
             (self.execution.unit_attempts >= 1, "execution.unit_attempts >= 1"),

@@ -7,6 +7,7 @@ RGB. Errors are `VideoError` subclasses whose class names become manifest status
 """
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -89,12 +90,18 @@ class FrameReader:
     Frames come at native size on purpose: decord's own scaling is slower than decoding at
     full size, and callers shrink each frame as soon as it arrives (so memory stays bounded
     by `chunk` native frames, whatever the resolution).
+
+    `decoded_frames` counts the frames the codec decodes, not only those returned: reaching a
+    frame means decoding from the keyframe before it (or from the last frame read, when that
+    is in the same group of pictures and not past it), which is what a read costs.
     """
 
     def __init__(self, path: str, info: VideoInfo, backend: str = "auto"):
         self.path, self.info, self.backend = path, info, backend
         self.decoded_frames = 0
+        self._position = -1             # decord's read position, for the codec cost
         self._decord = None
+        self._keyframes: list[int] | None = None
         if backend in ("auto", "decord"):
             try:
                 import decord
@@ -108,6 +115,21 @@ class FrameReader:
         if self._decord is None:
             self.num_frames = info.num_frames
 
+    def keyframes(self) -> list[int]:
+        """Indices of the keyframes, from the container's index: nothing is decoded. Encoders
+        put one at every scene cut they detect, and at least every few seconds."""
+        if self._keyframes is None:
+            keys = None
+            if self._decord is not None:
+                try:
+                    keys = sorted(int(i) for i in self._decord.get_key_indices())
+                except Exception:  # noqa: BLE001 - no index from decord: ask the container
+                    keys = None
+            if keys is None:
+                keys = _container_keyframes(self.path)
+            self._keyframes = [k for k in keys if 0 <= k < self.num_frames] or [0]
+        return self._keyframes
+
     def read(self, indices, chunk: int = 16) -> Iterator[tuple[int, np.ndarray]]:
         """(index, frame) for each distinct index, in increasing order."""
         wanted = sorted(set(int(i) for i in indices))
@@ -116,7 +138,7 @@ class FrameReader:
                 for start in range(0, len(wanted), chunk):
                     part = wanted[start:start + chunk]
                     batch = self._decord.get_batch(part).asnumpy()
-                    self.decoded_frames += len(part)
+                    self.decoded_frames += self._codec_cost(part)
                     yield from zip(part, batch)
                 return
             except Exception as e:  # noqa: BLE001 - any decord failure: PyAV for the rest
@@ -125,8 +147,17 @@ class FrameReader:
                 self._decord = None
                 wanted = wanted[start:]
         for i, frame in self._read_pyav(wanted):
-            self.decoded_frames += 1
             yield i, coords.rotate_frame(frame, self.info.rotation)
+
+    def _codec_cost(self, part: list[int]) -> int:
+        """Frames decord decodes to return `part` (sorted), its read position moving along."""
+        keys, cost, position = self.keyframes(), 0, self._position
+        for i in part:
+            key = keys[max(0, bisect.bisect_right(keys, i) - 1)]
+            cost += i - position if key <= position < i else i - key + 1
+            position = i
+        self._position = position
+        return cost
 
     def _read_pyav(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         import av
@@ -138,6 +169,7 @@ class FrameReader:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
+                    self.decoded_frames += 1
                     if i in need:
                         found += 1
                         yield i, frame.to_ndarray(format="rgb24")
@@ -148,3 +180,17 @@ class FrameReader:
         # The stream is shorter than its header claims, or broken midway.
         missing = sorted(need)[found:]
         raise DecodeError(f"frames {missing[:5]} not decodable (decoded {found} of {len(need)})")
+
+
+def _container_keyframes(path: str) -> list[int]:
+    """Display-order indices of the keyframe packets (packets sorted by timestamp)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            packets = sorted((p.pts, p.is_keyframe) for p in container.demux(stream)
+                             if p.size and p.pts is not None)
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"pyav: {e}") from e
+    return [i for i, (_, key) in enumerate(packets) if key]

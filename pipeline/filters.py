@@ -2,11 +2,14 @@
 
 All scores are stored in the manifest so a rebuild can change thresholds.
 
-- Cuts: colour-histogram distance between consecutive scoring frames (0 same, 1 disjoint).
-- Motion: sparse Lucas-Kanade flow between the two frames of each probe (scoring frames one
-  scoring step apart); a similarity transform fitted with RANSAC explains the camera; what it
+- Cuts: encoders start a group of pictures at every cut they detect, off their regular
+  keyframe interval, so the keyframes split a video into shots without decoding anything; a
+  colour-histogram distance (0 same, 1 disjoint) between the consecutive frames of each pair
+  window finds a cut inside a group of pictures.
+- Motion: sparse Lucas-Kanade flow between probe frames of a pair window (its crop, what
+  the pair will show); a similarity transform fitted with RANSAC explains the camera; what it
   leaves (the residual) is object motion. Both are expressed per second as a fraction of the
-  frame diagonal, so they do not depend on resolution or on the scoring frame rate.
+  video frame's diagonal, so they do not depend on resolution, crop or the probes' spacing.
 """
 from __future__ import annotations
 
@@ -16,12 +19,10 @@ import cv2
 import numpy as np
 
 
-@dataclass
-class Shot:
-    start: int            # first and last scoring-frame index, inclusive
-    end: int
-    object_motion: float = 0.0
-    camera_motion: float = 0.0
+@dataclass(frozen=True)
+class Motion:
+    object: float         # per second, fraction of the frame diagonal
+    camera: float
 
 
 def histogram_distances(frames: list[np.ndarray], bins: int = 16) -> np.ndarray:
@@ -33,22 +34,32 @@ def histogram_distances(frames: list[np.ndarray], bins: int = 16) -> np.ndarray:
     return np.array([0.5 * np.abs(a - b).sum() for a, b in zip(hists, hists[1:])])
 
 
-def split_shots(distances: np.ndarray, threshold: float, times: list[float],
-                max_segment_s: float) -> list[Shot]:
-    """Shots between cuts (a cut lies somewhere between scoring frames k and k+1), each cut
-    further into segments of at most `max_segment_s` so that a long shot with a moment of
-    motion is judged by that moment, not by its average. `times` are the scoring frames'
-    timestamps."""
-    cuts = [k for k, d in enumerate(distances) if d > threshold]
-    segments = []
-    for start, end in zip([0] + [k + 1 for k in cuts], cuts + [len(distances)]):
-        while times[end] - times[start] > max_segment_s:
-            split = max(start + 1, max(k for k in range(start, end + 1)
-                                       if times[k] - times[start] <= max_segment_s))
-            segments.append(Shot(start, split))
-            start = split
-        segments.append(Shot(start, end))
-    return segments
+def shots(keyframes: list[int], num_frames: int) -> list[tuple[int, int]]:
+    """Inclusive frame ranges between the keyframes that the encoder placed off its regular
+    interval: its scene-cut detector put them there.
+
+    The regular interval is the most common one between keyframes when it repeats; a video
+    whose intervals are all different has none, and its keyframes all mark cuts (footage
+    edited from shots shorter than the encoder's longest interval). A false cut costs only
+    the pairs that would have straddled it; a cut the encoder did not mark is found in the
+    pair windows."""
+    intervals = np.diff(keyframes)
+    values, counts = np.unique(intervals, return_counts=True)
+    regular = values[np.argmax(counts)] if len(counts) and counts.max() > 1 else None
+    starts = [0] + [k for k, gap in zip(keyframes[1:], intervals) if gap != regular]
+    return [(a, b - 1) for a, b in zip(starts, starts[1:] + [num_frames])]
+
+
+def probe_pairs(times: list[float], min_interval_s: float) -> list[tuple[int, int]]:
+    """Pairs (j, k) of window frames to measure motion between: from the first frame, each
+    next probe frame is the first at least `min_interval_s` later (flow over too short an
+    interval is mostly noise); a window shorter than that is one probe, first to last."""
+    pairs, j = [], 0
+    for k in range(1, len(times)):
+        if times[k] - times[j] >= min_interval_s:
+            pairs.append((j, k))
+            j = k
+    return pairs or [(0, len(times) - 1)]
 
 
 def _pair_motion(prev: np.ndarray, nxt: np.ndarray) -> tuple[float, float] | None:
@@ -72,26 +83,25 @@ def _pair_motion(prev: np.ndarray, nxt: np.ndarray) -> tuple[float, float] | Non
     return float(np.percentile(residual, 95)), camera
 
 
-def score_shot(gray: list[np.ndarray], shot: Shot, probes: set[int], interval_s: float) -> Shot:
-    """Fill shot.object_motion and shot.camera_motion (fraction of diagonal per second) from
-    the probes inside the shot: scoring frames k whose successor k+1 is `interval_s` later."""
-    h, w = gray[0].shape
-    diagonal = float(np.hypot(w, h))
-    motions = [m for k in range(shot.start, shot.end)
-               if k in probes and (m := _pair_motion(gray[k], gray[k + 1])) is not None]
-    if motions:
-        obj, cam = np.array(motions).T
-        shot.object_motion = float(np.mean(obj)) / diagonal / interval_s
-        shot.camera_motion = float(np.median(cam)) / diagonal / interval_s
-    return shot
+def window_motion(gray: list[np.ndarray], times: list[float], probes: list[tuple[int, int]],
+                  px_per_diagonal: float) -> Motion:
+    """Object and camera motion of a window from its probe pairs of gray frames (timestamps
+    in seconds): the mean object motion and the median camera motion over the probes, in
+    `px_per_diagonal` units of the frames' pixels per second."""
+    measured = [(m[0] / dt, m[1] / dt) for j, k in probes
+                if (dt := times[k] - times[j]) > 0
+                and (m := _pair_motion(gray[j], gray[k])) is not None]
+    if not measured:
+        return Motion(0.0, 0.0)
+    obj, cam = np.array(measured).T
+    return Motion(float(np.mean(obj)) / px_per_diagonal,
+                  float(np.median(cam)) / px_per_diagonal)
 
 
-def shot_verdict(shot: Shot, duration_s: float, cfg) -> str | None:
-    """None if the shot may be sampled, else the filter reason."""
-    if duration_s < cfg.min_shot_s:
-        return "too-short"
-    if shot.camera_motion > cfg.camera_threshold:
+def verdict(motion: Motion, cfg) -> str | None:
+    """None if a window may become a pair, else the filter reason."""
+    if motion.camera > cfg.camera_threshold:
         return "camera-motion"
-    if shot.object_motion < cfg.static_threshold:
+    if motion.object < cfg.static_threshold:
         return "static"
     return None

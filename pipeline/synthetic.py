@@ -546,6 +546,7 @@ def translate_pair_shards(videos_dir, out_dir, resolution: int = 64) -> str:
     from pipeline.plan import Unit
     from pipeline.stages import LocalRun
 
+    os.makedirs(videos_dir, exist_ok=True)
     paths = []
     for i in range(5):
         path = os.path.join(os.fspath(videos_dir), f"translate-{i}.mp4")

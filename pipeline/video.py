@@ -1,19 +1,22 @@
 """What one video goes through between planning and writing; free of Ray, tests call it directly.
 
-prepare_video (CPU, in an isolated decoder process): probe -> one sparse decode -> filters ->
-pairs and crops -> pair clips, cropped and resized.
+prepare_video (CPU, in an isolated decoder process): probe -> keyframes -> shots -> candidate
+pairs -> each candidate's window decoded, judged and cropped.
 finish_video (after tracking): handle/target selection and mask -> `DragSample`s.
 
-Decoding is the cost that matters. Seeking in a video decodes from the previous keyframe, so a
-second pass over a long-GOP video costs as much as the first; prepare_video therefore draws
-candidate pairs and their crops *before* scoring and decodes the scoring frames and every
-candidate's clip in one pass, shrinking each frame as it arrives (scoring thumbnail, stored
-crops). Candidates that straddle a cut or fall in a rejected shot are dropped after scoring;
-only when too few survive does a second, shot-aware pass run.
+Decoding is the cost that matters, and a codec decodes every frame from the keyframe before
+the one asked for: scoring a video by frames spread over it decodes nearly all of it. So
+prepare_video decodes only what the pairs need. The keyframe index (nothing decoded) splits
+the video into shots: encoders start a group of pictures at every cut they detect. Candidate
+pairs are drawn inside the shots, and each candidate's window (the `track.num_frames` frames
+from t0 to t1, decoded anyway for its crops) is judged on its own frames: a cut inside it
+(which a fixed-interval encoder does not mark), camera motion, no object motion. The
+candidates' windows are decoded in one forward pass, each judged as soon as it is complete,
+only until enough pass (so a video's pairs lean to its earlier candidates; the candidates
+themselves are drawn uniformly), or until the first `pairs_per_video + 1` have all failed.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -79,78 +82,86 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     if n < max(2, fc.min_frames) or n / info.fps < fc.min_duration_s:
         return PreparedVideo({**row, "status": "filtered:too-short"})
 
-    # Probes: pairs of frames one scoring step apart. Short videos: every scoring frame pairs
-    # with the next. Long ones: at most max_score_frames / 2 probes spread over the video, so
-    # the decoder seeks past everything between them.
-    step = min(max(1, round(info.fps / dc.score_fps)), n - 1)
-    starts = range(0, n - step, max(step, math.ceil(2 * n / dc.max_score_frames)))
-    score_idx = sorted({i for t in starts for i in (t, t + step)})
-    probes = {k for k in range(len(score_idx) - 1) if score_idx[k + 1] - score_idx[k] == step}
-    scale = dc.score_size / min(w, h)
-    score_size = (max(16, round(w * scale)), max(16, round(h * scale)))
-    pair_rng, crop_rng = sampling.rng_for(seed, "pairs"), sampling.rng_for(seed, "crops")
-    out = (cfg.output.resolution,) * 2
-
-    def plan_clips(pairs):
-        return {p: (sampling.sample_crop(w, h, cfg.sample.crop_scale, crop_rng),
-                    sampling.clip_indices(*p, cfg.track.num_frames)) for p in pairs}
-
-    def decode(score, clips):
-        """One pass: scoring thumbnails and each clip's stored crops, frame by frame."""
-        thumbs, crops = {}, {p: {} for p in clips}
-        wanted = set(score).union(*(idx for _, idx in clips.values()))
-        for i, frame in reader.read(wanted):
-            if i in score:
-                thumbs[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA)
-            for p, (box, idx) in clips.items():
-                if i in idx:
-                    crops[p][i] = coords.crop_resize(frame, box, out)
-        return thumbs, crops
-
-    candidates = plan_clips(sampling.sample_pairs(
-        [(0, n - 1)], info.fps, cfg.sample.gap_s,
-        CANDIDATES_PER_PAIR * cfg.sample.pairs_per_video, pair_rng))
-    thumbs, crops = decode(set(score_idx), candidates)
-    frames = [thumbs[i] for i in score_idx]
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    distances = filters.histogram_distances(frames)
-    shots = filters.split_shots(distances, fc.cut_threshold, [i / info.fps for i in score_idx],
-                                fc.segment_s)
-    interval_s = step / info.fps
-    verdicts = []
-    for shot in shots:
-        filters.score_shot(gray, shot, probes, interval_s)
-        span_s = (score_idx[shot.end] - score_idx[shot.start]) / info.fps
-        verdicts.append(filters.shot_verdict(shot, span_s, fc))
-    good = [s for s, v in zip(shots, verdicts) if v is None]
-    reported = good or [max(shots, key=lambda s: s.end - s.start)]
-    row.update(num_shots=int((distances > fc.cut_threshold).sum()) + 1,
-               cut_score=float(distances.max(initial=0.0)),
-               motion_score=float(np.mean([s.object_motion for s in reported])),
-               camera_score=float(np.mean([s.camera_motion for s in reported])))
-    if not good:
-        longest = verdicts[shots.index(reported[0])]
-        return PreparedVideo({**row, "status": f"filtered:{longest}",
-                              "decoded_frames": reader.decoded_frames})
-
-    spans = [(score_idx[s.start], score_idx[s.end]) for s in good]
-    inside = lambda p: any(a <= p[0] and p[1] <= b for a, b in spans)
-    chosen = {p: candidates[p] for p in candidates if inside(p)}
-    chosen = dict(list(chosen.items())[:cfg.sample.pairs_per_video])
-    if len(chosen) < cfg.sample.pairs_per_video:
-        # Cuts or rejected shots ate the candidates: draw inside the good shots and decode
-        # those clips (a second pass, so only here).
-        extra = [p for p in sampling.sample_pairs(spans, info.fps, cfg.sample.gap_s,
-                                                  cfg.sample.pairs_per_video, pair_rng)
-                 if p not in chosen][:cfg.sample.pairs_per_video - len(chosen)]
-        extra_clips = plan_clips(extra)
-        crops.update(decode(set(), extra_clips)[1])
-        chosen.update(extra_clips)
-    row["decoded_frames"] = reader.decoded_frames
-    if not chosen:
+    shots = filters.shots(reader.keyframes(), n)
+    usable = [s for s in shots if (s[1] - s[0]) / info.fps >= fc.min_shot_s]
+    row["num_shots"] = len(shots)
+    if not usable:
         return PreparedVideo({**row, "status": "filtered:too-short"})
-    clips = [PairClip(k, t0, t1, chosen[(t0, t1)][0],
-                      np.stack([crops[(t0, t1)][i] for i in chosen[(t0, t1)][1]]))
+
+    pair_rng, crop_rng = sampling.rng_for(seed, "pairs"), sampling.rng_for(seed, "crops")
+    wanted_pairs = cfg.sample.pairs_per_video
+    candidates = sampling.sample_pairs(usable, info.fps, cfg.sample.gap_s,
+                                       CANDIDATES_PER_PAIR * wanted_pairs, pair_rng)
+    plans = {p: (sampling.sample_crop(w, h, cfg.sample.crop_scale, crop_rng),
+                 sampling.clip_indices(*p, cfg.track.num_frames)) for p in candidates}
+    res = cfg.output.resolution
+    out = (res, res)
+    # Windows are judged on their crops, shrunk to the scoring size (an exact factor of the
+    # stored size at the defaults, which INTER_AREA does fast).
+    score = min(res, dc.score_size)
+    probe_interval_s = 1.0 / dc.score_fps
+    diagonal = float(np.hypot(w, h))
+    chosen: dict = {}
+    judged: list[tuple[str | None, filters.Motion | None]] = []   # in the order judged
+    cuts_inside: list[tuple[int, int]] = []
+    cut_score = 0.0
+
+    def judge(p, crops) -> str | None:
+        """The candidate's verdict from its window's crops: "cut", a filter reason, or None
+        (it becomes a pair)."""
+        nonlocal cut_score
+        box, indices = plans[p]
+        idx = sorted(set(indices))
+        thumbs = [cv2.resize(crops[i], (score, score), interpolation=cv2.INTER_AREA)
+                  for i in idx]
+        distances = filters.histogram_distances(thumbs)
+        cut_score = max(cut_score, float(distances.max(initial=0.0)))
+        jumps = [(a, b) for a, b, d in zip(idx, idx[1:], distances) if d > fc.cut_threshold]
+        if jumps:
+            cuts_inside.extend(c for c in jumps
+                               if not any(c[0] < b and a < c[1] for a, b in cuts_inside))
+            judged.append(("cut", None))
+            return "cut"
+        times = [i / info.fps for i in idx]
+        gray = [cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) for t in thumbs]
+        motion = filters.window_motion(gray, times, filters.probe_pairs(times, probe_interval_s),
+                                       diagonal * score / box[2])
+        judged.append((verdict := filters.verdict(motion, fc), motion))
+        return verdict
+
+    # One forward pass over the candidates' windows, each judged as soon as its last frame
+    # is decoded (overlapping windows share frames), stopping once enough have passed.
+    ends = {}
+    for p in candidates:
+        ends.setdefault(plans[p][1][-1], []).append(p)
+    crops = {p: {} for p in candidates}
+    wanted_frames = {i for _, idx in plans.values() for i in idx}
+    for i, frame in reader.read(wanted_frames, chunk=cfg.track.num_frames):
+        for p, (box, idx) in plans.items():
+            if p in crops and i in idx:
+                crops[p][i] = coords.crop_resize(frame, box, out)
+        for p in ends.get(i, []):
+            if len(chosen) < wanted_pairs and judge(p, crops[p]) is None:
+                chosen[p] = crops[p]
+            del crops[p]
+        # Enough pairs, or a video whose first windows all fail (a static shot, a pan): the
+        # rest of its candidates would mostly fail alike, and cost most of a full decode.
+        if len(chosen) == wanted_pairs or (not chosen and len(judged) > wanted_pairs):
+            break
+
+    measured = [(v, m) for v, m in judged if m is not None]
+    passed = [m for v, m in measured if v is None] or [m for _, m in measured]
+    row.update(num_shots=len(shots) + len(cuts_inside), cut_score=cut_score,
+               decoded_frames=reader.decoded_frames,
+               motion_score=float(np.mean([m.object for m in passed])) if passed else None,
+               camera_score=float(np.mean([m.camera for m in passed])) if passed else None)
+    if not chosen:
+        reasons = [v for v, _ in measured]
+        # the most common reason; among equals, the first met
+        reason = max(reasons, key=reasons.count) if reasons else "too-short"
+        return PreparedVideo({**row, "status": f"filtered:{reason}"})
+    clips = [PairClip(k, t0, t1, plans[(t0, t1)][0],
+                      np.stack([chosen[(t0, t1)][i] for i in plans[(t0, t1)][1]]))
              for k, (t0, t1) in enumerate(sorted(chosen))]
     return PreparedVideo(row, clips)
 

@@ -53,10 +53,10 @@ VIDEO_SCHEMA = pa.schema([
     ("video_height", pa.int32()),
     ("rotation", pa.int32()),
     ("num_shots", pa.int32()),
-    ("cut_score", pa.float64()),          # largest frame-to-frame histogram distance
+    ("cut_score", pa.float64()),          # largest histogram distance inside a pair window
     ("motion_score", pa.float64()),
     ("camera_score", pa.float64()),
-    ("decoded_frames", pa.int64()),       # frames the pipeline decoded for this video
+    ("decoded_frames", pa.int64()),       # frames the codec decoded for this video
     ("seed", pa.int64()),
 ])
 

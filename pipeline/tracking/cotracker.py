@@ -10,8 +10,12 @@ state dict ourselves with `torch.load(..., weights_only=True)`.
 Coordinates: `CoTrackerPredictor` resizes frames to the model resolution with
 `align_corners=True` and scales points by (size' - 1) / (size - 1), i.e. it already uses
 pixel centres at integers, the convention of `schemas.coords`; no conversion is needed.
-The offline model only works on one clip per forward pass (a batch of two fails inside the
-official code), so clips are tracked one at a time, which also bounds memory.
+Batches: the official offline forward fails on a batch of more than one clip (co-tracker
+issue 163: a `.view` of a tensor expanded over time). `torch.func.vmap` runs the unmodified
+one-clip predictor over a batch instead: every operation sees one clip, the kernels run on
+the whole batch (what makes it worth it on a GPU). Batched tracks equal one-by-one tracks to
+float rounding (a few 1e-6 px; `tests/pipeline/test_tracking.py`). `batch_size` clips go in
+one pass, which bounds memory.
 """
 from __future__ import annotations
 
@@ -33,9 +37,10 @@ class CoTrackerBackend:
 
     def __init__(self, checkpoint: Optional[str], device: str = "cpu", window_len: int = 60,
                  allow_random_init: bool = False,
-                 model_resolution: Optional[tuple[int, int]] = None):
+                 model_resolution: Optional[tuple[int, int]] = None, batch_size: int = 8):
         """model_resolution: (H, W) the frames are resized to before the model; None keeps the
-        official (384, 512) the weights were trained at. Smaller is faster and less accurate."""
+        official (384, 512) the weights were trained at. Smaller is faster and less accurate.
+        batch_size: clips per forward pass (1: one at a time, as the official code runs)."""
         try:
             import cotracker  # noqa: F401  (explicit, so a blocked parent package is caught)
             from cotracker.predictor import CoTrackerPredictor
@@ -45,6 +50,8 @@ class CoTrackerBackend:
         if checkpoint is None and not allow_random_init:
             raise TrackerError("track.checkpoint is not set: CoTracker needs its weights "
                                "(a local path or fsspec URI to the offline CoTracker3 checkpoint)")
+        if int(batch_size) < 1:
+            raise TrackerError(f"batch_size must be >= 1, got {batch_size}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise TrackerError(f"device {device!r} requested but CUDA is not available")
 
@@ -68,6 +75,7 @@ class CoTrackerBackend:
             predictor.interp_shape = tuple(int(v) for v in model_resolution)
         self.predictor = predictor.to(device).eval()
         self.device = torch.device(device)
+        self.batch_size = int(batch_size)
         self.version = f"{__version__}+{digest}"
         if model_resolution is not None:  # another resolution gives other tracks
             self.version += ".r{}x{}".format(*predictor.interp_shape)
@@ -85,20 +93,32 @@ class CoTrackerBackend:
         visible = np.zeros((b, t, n), bool)
         if n:
             with torch.inference_mode():
-                for i in range(b):  # one clip per pass: see the module docstring
-                    video = torch.tensor(clips[i], device=self.device)
-                    video = video.permute(0, 3, 1, 2)[None].float()  # (1, T, 3, H, W), 0..255
-                    q = torch.zeros((1, n, 3), device=self.device)  # (t, x, y), all on frame 0
-                    q[0, :, 1:] = torch.from_numpy(queries[i]).to(self.device)
-                    tr, vis = self.predictor(video, queries=q)
-                    tracks[i] = tr[0].float().cpu().numpy()
-                    visible[i] = vis[0].cpu().numpy()
+                for start in range(0, b, self.batch_size):
+                    part = slice(start, start + self.batch_size)
+                    video = torch.tensor(clips[part], device=self.device)
+                    video = video.permute(0, 1, 4, 2, 3).float()  # (B, T, 3, H, W), 0..255
+                    q = torch.zeros((len(video), n, 3), device=self.device)  # (t, x, y), frame 0
+                    q[:, :, 1:] = torch.from_numpy(queries[part]).to(self.device)
+                    tr, vis = self._forward(video, q)
+                    tracks[part] = tr.float().cpu().numpy()
+                    visible[part] = vis.cpu().numpy()
         # The query frame defines the track: the point is where it was asked for and it is
         # visible there. The predictor nearly does this already, but its rescaling round trip
         # leaves float error; make it exact, as the interface promises.
         tracks[:, 0] = queries
         visible[:, 0] = True
         return tracks, visible
+
+    def _forward(self, video: torch.Tensor, queries: torch.Tensor):
+        """(B, T, N, 2) tracks and (B, T, N) visibility of B clips: one clip straight through
+        the official predictor, more through vmap over it (module docstring)."""
+        if len(video) == 1:
+            return self.predictor(video, queries=queries)
+
+        def one_clip(clip, clip_queries):
+            tr, vis = self.predictor(clip[None], queries=clip_queries[None])
+            return tr[0], vis[0]
+        return torch.func.vmap(one_clip, randomness="error")(video, queries)
 
 
 def _load(checkpoint: str) -> tuple[dict, str]:

@@ -34,7 +34,8 @@ class Backend:
 BACKENDS = {
     "builtin": Backend(_builtin, {"window": int, "levels": int, "fb_max_px": float,
                                   "residual_ratio": float, "residual_floor": float}),
-    "cotracker": Backend(_cotracker, {"window_len": int, "model_resolution": list}),
+    "cotracker": Backend(_cotracker, {"window_len": int, "model_resolution": list,
+                                      "batch_size": int}),
 }
 
 

@@ -62,7 +62,7 @@ def test_bad_config(data, message):
                                  "window)"),
     ({"backend": "cotracker", "options": {"window": 15}},
      "track.options.window: not an option of track.backend cotracker (it takes "
-     "model_resolution, window_len)"),
+     "batch_size, model_resolution, window_len)"),
     ({"backend": "cotracker", "options": {"window_len": 7.5}},
      "track.options.window_len: expected int, got 7.5"),
     ({"backend": "cotracker", "options": {"model_resolution": 256}},

@@ -1,33 +1,63 @@
-"""Shot and segment splitting, and shot verdicts, on known inputs."""
+"""Shots from keyframes, probe placement in a pair window, and window verdicts, on known
+inputs."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from pipeline.config import FilterConfig
-from pipeline.filters import Shot, shot_verdict, split_shots
+from pipeline.filters import Motion, probe_pairs, shots, verdict, window_motion
 
 
-def spans(shots):
-    return [(s.start, s.end) for s in shots]
+def test_keyframes_off_the_regular_interval_start_shots():
+    # every 48 frames, and one the encoder put at a cut (frame 120): the cadence restarts there
+    keys = [0, 48, 96, 120, 168, 216]
+    assert shots(keys, 240) == [(0, 119), (120, 239)]
+    assert shots([0, 48, 96, 144], 192) == [(0, 191)]         # regular: no cut
 
 
-def test_cuts_split_shots():
-    d = np.array([0.01, 0.02, 0.9, 0.01, 0.8, 0.0])   # cuts between frames 2|3 and 4|5
-    times = [k * 0.25 for k in range(7)]
-    assert spans(split_shots(d, 0.45, times, 10.0)) == [(0, 2), (3, 4), (5, 6)]
+def test_without_a_regular_interval_every_keyframe_starts_a_shot():
+    # bikes.mp4: keyframes only at its cuts, every interval different
+    keys = [0, 30, 76, 137, 187, 242]
+    assert shots(keys, 250) == [
+        (0, 29), (30, 75), (76, 136), (137, 186), (187, 241), (242, 249)]
+    assert shots([0], 100) == [(0, 99)]
 
 
-def test_long_shots_are_cut_into_segments():
-    times = [k * 1.0 for k in range(26)]               # 26 frames, 1 s apart, no cuts
-    shots = split_shots(np.zeros(25), 0.45, times, 10.0)
-    assert spans(shots) == [(0, 10), (10, 20), (20, 25)]
-    assert all(times[s.end] - times[s.start] <= 10.0 for s in shots)
+def test_probes_are_at_least_the_interval_apart():
+    times = [k / 24 for k in (0, 3, 6, 9, 12, 15, 18, 21)]         # 8 frames over 0.875 s
+    assert probe_pairs(times, 0.25) == [(0, 2), (2, 4), (4, 6)]
+    assert probe_pairs([0.0, 0.05, 0.1], 0.25) == [(0, 2)]          # too short: first to last
+
+
+def _textured(seed=0, size=(160, 120)):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((size[1] * 2, size[0] * 2)).astype(np.float32), (0, 0), 2)
+    return np.clip(128 + 400 * (img - img.mean()), 0, 255).astype(np.uint8)
+
+
+def test_window_motion_separates_camera_from_objects():
+    big = _textured()
+    w, h = 160, 120
+    times = [0.0, 0.25, 0.5]
+    # camera: the whole view slides 4 px per probe
+    pan = [big[40:40 + h, 40 + 4 * k:40 + 4 * k + w].copy() for k in range(3)]
+    diag = np.hypot(w, h)
+    m = window_motion(pan, times, [(0, 1), (1, 2)], diag)
+    assert abs(m.camera - 4 / 0.25 / diag) < 0.2 * 4 / 0.25 / diag and m.object < m.camera
+    # object: a patch moves 6 px per probe over a still background
+    still = big[40:40 + h, 40:40 + w]
+    frames = []
+    for k in range(3):
+        f = still.copy()
+        f[40:80, 30 + 6 * k:70 + 6 * k] = big[:40, :40]
+        frames.append(f)
+    m = window_motion(frames, times, [(0, 1), (1, 2)], diag)
+    assert m.camera < 0.5 / 0.25 / diag and m.object > 4 / 0.25 / diag
 
 
 def test_verdicts():
     cfg = FilterConfig()
-    moving = Shot(0, 5, object_motion=0.05, camera_motion=0.0)
-    assert shot_verdict(moving, 2.0, cfg) is None
-    assert shot_verdict(moving, 0.2, cfg) == "too-short"
-    assert shot_verdict(Shot(0, 5, 0.05, 0.02), 2.0, cfg) == "camera-motion"
-    assert shot_verdict(Shot(0, 5, 0.001, 0.0), 2.0, cfg) == "static"
+    assert verdict(Motion(object=0.05, camera=0.0), cfg) is None
+    assert verdict(Motion(0.05, 0.02), cfg) == "camera-motion"
+    assert verdict(Motion(0.001, 0.0), cfg) == "static"
