@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ import torch
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from tests.conftest import REPO
-from tests.ray_cluster import FINAL, LOOPBACK, clean_env
+from tests.ray_cluster import clean_env
 from tests.trainer.test_loop import weights
 from tests.trainer.trainer_helpers import STEPS, summary_of, two_rank_config
 from trainer.checkpoint import EXPORT_DIR
@@ -50,28 +49,6 @@ def submit_train(cluster, cfg, *args) -> str:
                           "--device", "cpu", *args)
 
 
-def job_status(cluster, job_id) -> str:
-    """The job's status from the dashboard's REST API, which `ray job status` asks too: asked
-    every second while a job runs, a process per question (cluster.status) would take a core
-    of this 2-core machine from the job."""
-    request = urllib.request.Request(f"{cluster.dashboard}/api/jobs/{job_id}", headers={
-        "Authorization": f"Bearer {LOOPBACK['RAY_AUTH_TOKEN']}"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)["status"]
-
-
-def wait_for(cluster, job_id, timeout: float = 600) -> tuple[str, str]:
-    """(final status, logs) of a job."""
-    deadline = time.time() + timeout
-    while (status := job_status(cluster, job_id)) not in FINAL:
-        if time.time() > deadline:
-            cluster.stop(job_id)
-            raise TimeoutError(f"job {job_id} not finished after {timeout} s:\n"
-                               f"{cluster.logs(job_id)}")
-        time.sleep(0.5)
-    return status, cluster.logs(job_id)
-
-
 def train_workers(cluster) -> list[int]:
     """This cluster's Ray Train worker processes (Ray titles them `ray::RayTrainWorker`)."""
     found = []
@@ -99,7 +76,7 @@ def kill_a_worker_after_a_new_checkpoint(cluster, job_id, experiment, seen=None)
         if latest is not None and latest.path != seen:
             break
         if tick % 10 == 0:
-            assert job_status(cluster, job_id) in ("PENDING", "RUNNING"), cluster.logs(job_id)
+            assert cluster.status(job_id) in ("PENDING", "RUNNING"), cluster.logs(job_id)
         assert time.time() < deadline, cluster.logs(job_id)
         time.sleep(0.1)
     workers = train_workers(cluster)
@@ -114,7 +91,7 @@ def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
         cluster, setup, torchrun_run, torchrun_weights, tmp_path):
     ckpt, shards = setup
     cfg = two_rank_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
-    status, log = wait_for(cluster, submit_train(cluster, cfg, "--num-workers", "2"))
+    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2"))
     assert status == "SUCCEEDED", log
     summary, reference = summary_of(log), torchrun_run.summary
     assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
@@ -162,7 +139,7 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes_by_name_with
     first = kill_a_worker_after_a_new_checkpoint(cluster, job, str(experiment))
     # the workers are replaced, resume, and register a newer checkpoint: no restart is left
     kill_a_worker_after_a_new_checkpoint(cluster, job, str(experiment), seen=first)
-    status, log = wait_for(cluster, job)
+    status, log = cluster.wait(job)
     assert status == "FAILED" and "error: training failed" in log, log
     assert "[FailurePolicy] RETRY" in log, log
     assert f"resumed from {experiment}/step_" in log, log  # by the replaced workers
@@ -180,7 +157,7 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes_by_name_with
 
     # the same name and world size: resumes where Ray's latest checkpoint is, and the run ends
     # as if uninterrupted
-    status, log = wait_for(cluster, submit_train(cluster, cfg, "--num-workers", "2", *storage))
+    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2", *storage))
     assert status == "SUCCEEDED", log
     assert f"resumed from {experiment}/step_" in log
     summary = summary_of(log)
