@@ -2,6 +2,7 @@
 minutes on an H100, not yet timed there), for the day a GPU is lent:
 
   PYTHONPATH=.cache/vendor python bench/gpu.py [--out bench/out/gpu.json] [--smoke]
+                                               [--shards DIR] [--peak-tflops T]
 
 Sections, each a markdown table (bench/RESULTS.md says where each goes):
   cotracker  CoTracker3 offline (random weights: the cost is the same as trained ones) at
@@ -16,8 +17,8 @@ Sections, each a markdown table (bench/RESULTS.md says where each goes):
              counted by torch's FlopCounterMode, MFU against the GPU's dense bf16 peak, peak
              memory
   loader     the trainer's shard loader at the same resolution and batch, with 0 and 4
-             worker processes, on pair shards the pipeline builds here: samples/s against
-             the step's samples/s (the loader must outrun the step)
+             worker processes, on --shards or pair shards the pipeline builds here:
+             samples/s against the step's samples/s (the loader must outrun the step)
 
 --smoke runs the identical code paths on the CPU with tiny shapes (tiny models, 64x64
 frames, a few steps) in under a minute; tests/bench/test_gpu.py runs it so the script
@@ -236,13 +237,15 @@ def bench_train(shapes: Shapes, peak_tflops: float | None) -> dict:
 
 # --- the loader against the step ------------------------------------------------------------
 
-def bench_loader(shapes: Shapes, out_dir: str, step_samples_per_s: float) -> list[dict]:
+def bench_loader(shapes: Shapes, shards: str | None, out_dir: str,
+                 step_samples_per_s: float) -> list[dict]:
     from bench.train import time_loader
     from pipeline.synthetic import translate_pair_shards
 
-    shards = translate_pair_shards(os.path.join(out_dir, "videos"),
-                                   os.path.join(out_dir, "shards"),
-                                   resolution=min(256, shapes.resolution))
+    if not shards:
+        shards = translate_pair_shards(os.path.join(out_dir, "videos"),
+                                       os.path.join(out_dir, "shards"),
+                                       resolution=min(256, shapes.resolution))
     rows = []
     for workers in shapes.loader_workers:
         r = time_loader(shards, shapes.resolution, shapes.train_batch, workers,
@@ -264,6 +267,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="the same code paths on the CPU with tiny shapes (tests run this)")
     ap.add_argument("--out", default=os.path.join("bench", "out", "gpu.json"))
+    ap.add_argument("--shards", default=None,
+                    help="pair shards for the loader (default: the pipeline builds some here)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the GPU's dense bf16 peak, for MFU on a GPU not in the table")
     args = ap.parse_args(argv)
@@ -279,7 +284,7 @@ def main(argv=None) -> int:
                   cotracker=bench_cotracker(shapes))
     result["edit"] = bench_edit(shapes, work)
     result["train"] = bench_train(shapes, args.peak_tflops)
-    result["loader"] = bench_loader(shapes, work, result["train"]["samples_per_s"])
+    result["loader"] = bench_loader(shapes, args.shards, work, result["train"]["samples_per_s"])
     result["seconds"] = time.perf_counter() - started
     print(f"\ntotal {result['seconds']:.0f} s")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

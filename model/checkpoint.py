@@ -95,7 +95,9 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _cpu(state: dict) -> dict:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    """Compact CPU copies: a tensor may be a view into a larger buffer (DeepSpeed flattens a
+    rank's trainable weights into one), and torch.save writes a view's whole buffer."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 def load_pretrained(cls, path: str, subfolder: str | None = None, dtype=None):

@@ -3,25 +3,22 @@ tiny shapes, and writes every figure the real run prints."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, require_cotracker
-from tests.ray_cluster import clean_env
+from tests.conftest import require_cotracker
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_smoke_runs_every_section(tmp_path):
+def test_gpu_benchmark_smoke_runs_every_section(pair_shards, tmp_path, capsys):
+    """In this process (the script is what is tested, not its process), the loader on the
+    session's pair shards."""
     require_cotracker()
+    from bench import gpu
+
     out = tmp_path / "gpu.json"
-    env = clean_env(OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / ".cache" / "vendor")])
-    done = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert gpu.main(["--smoke", "--shards", str(pair_shards), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["smoke"] is True
     tracker = result["cotracker"]
@@ -39,4 +36,4 @@ def test_gpu_benchmark_smoke_runs_every_section(tmp_path):
     assert all(r["samples_per_s"] > 0 and r["vs_step"] > 0 for r in result["loader"])
     for title in ("### CoTracker3 offline", "| DDIM-25, point guidance |",
                   "### Training step", "### Loader at"):
-        assert title in done.stdout, title
+        assert title in printed, title
