@@ -13,7 +13,8 @@ TOY_HELDOUT_CLIPS ?= 32
 TOY_TRAIN_ARGS ?=
 TOY_EVAL_ARGS ?=
 
-.PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train vendor-cotracker clean
+.PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train bench-gpu \
+	vendor-cotracker clean
 
 setup: $(VENV)/.installed
 
@@ -92,6 +93,10 @@ bench-edit: setup
 
 bench-train: setup
 	$(PY) bench/train.py
+
+# Every GPU figure in one run, on a machine with one GPU (bench/RESULTS.md says where each goes).
+bench-gpu: setup vendor-cotracker
+	PYTHONPATH=$(CACHE)/vendor $(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) $(DEMO) $(TOY)
