@@ -6,10 +6,10 @@ All scores are stored in the manifest so a rebuild can change thresholds.
   keyframe interval, so the keyframes split a video into shots without decoding anything; a
   colour-histogram distance (0 same, 1 disjoint) between the consecutive frames of each pair
   window finds a cut inside a group of pictures.
-- Motion: sparse Lucas-Kanade flow between probe frames of a pair window (its crop, what
-  the pair will show); a similarity transform fitted with RANSAC explains the camera; what it
-  leaves (the residual) is object motion. Both are expressed per second as a fraction of the
-  video frame's diagonal, so they do not depend on resolution, crop or the probes' spacing.
+- Motion: sparse Lucas-Kanade flow between probe frames of a pair window (whole frames); a
+  similarity transform fitted with RANSAC explains the camera; what it leaves (the residual)
+  is object motion. Both are expressed per second as a fraction of the frame diagonal, so
+  they do not depend on resolution or on the probes' spacing.
 """
 from __future__ import annotations
 

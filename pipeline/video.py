@@ -9,11 +9,12 @@ the one asked for: scoring a video by frames spread over it decodes nearly all o
 prepare_video decodes only what the pairs need. The keyframe index (nothing decoded) splits
 the video into shots: encoders start a group of pictures at every cut they detect. Candidate
 pairs are drawn inside the shots, and each candidate's window (the `track.num_frames` frames
-from t0 to t1, decoded anyway for its crops) is judged on its own frames: a cut inside it
-(which a fixed-interval encoder does not mark), camera motion, no object motion. The
+from t0 to t1, decoded anyway for its crops) is judged on its own whole frames: a cut inside
+it (which a fixed-interval encoder does not mark), camera motion, no object motion. The
 candidates' windows are decoded in one forward pass, each judged as soon as it is complete,
 only until enough pass (so a video's pairs lean to its earlier candidates; the candidates
-themselves are drawn uniformly), or until the first `pairs_per_video + 1` have all failed.
+themselves are drawn uniformly). Every candidate is judged before a video is filtered: giving
+up after the first few failed windows would filter footage whose camera moves only at first.
 """
 from __future__ import annotations
 
@@ -96,25 +97,22 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
                  sampling.clip_indices(*p, cfg.track.num_frames)) for p in candidates}
     res = cfg.output.resolution
     out = (res, res)
-    # Windows are judged on their crops, shrunk to the scoring size (an exact factor of the
-    # stored size at the defaults, which INTER_AREA does fast).
-    score = min(res, dc.score_size)
+    # Windows are judged on whole frames at the scoring size: in a crop, a large moving
+    # object can outweigh the background and pass for the camera.
+    scale = dc.score_size / min(w, h)
+    score_size = (max(16, round(w * scale)), max(16, round(h * scale)))
     probe_interval_s = 1.0 / dc.score_fps
-    diagonal = float(np.hypot(w, h))
     chosen: dict = {}
     judged: list[tuple[str | None, filters.Motion | None]] = []   # in the order judged
     cuts_inside: list[tuple[int, int]] = []
     cut_score = 0.0
 
-    def judge(p, crops) -> str | None:
-        """The candidate's verdict from its window's crops: "cut", a filter reason, or None
-        (it becomes a pair)."""
+    def judge(p) -> str | None:
+        """The candidate's verdict from its window's thumbnails: "cut", a filter reason, or
+        None (it becomes a pair)."""
         nonlocal cut_score
-        box, indices = plans[p]
-        idx = sorted(set(indices))
-        thumbs = [cv2.resize(crops[i], (score, score), interpolation=cv2.INTER_AREA)
-                  for i in idx]
-        distances = filters.histogram_distances(thumbs)
+        idx = sorted(set(plans[p][1]))
+        distances = filters.histogram_distances([thumbs[i] for i in idx])
         cut_score = max(cut_score, float(distances.max(initial=0.0)))
         jumps = [(a, b) for a, b, d in zip(idx, idx[1:], distances) if d > fc.cut_threshold]
         if jumps:
@@ -123,9 +121,9 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
             judged.append(("cut", None))
             return "cut"
         times = [i / info.fps for i in idx]
-        gray = [cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) for t in thumbs]
+        gray = [cv2.cvtColor(thumbs[i], cv2.COLOR_RGB2GRAY) for i in idx]
         motion = filters.window_motion(gray, times, filters.probe_pairs(times, probe_interval_s),
-                                       diagonal * score / box[2])
+                                       float(np.hypot(*score_size)))
         judged.append((verdict := filters.verdict(motion, fc), motion))
         return verdict
 
@@ -134,19 +132,18 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     ends = {}
     for p in candidates:
         ends.setdefault(plans[p][1][-1], []).append(p)
-    crops = {p: {} for p in candidates}
+    thumbs, crops = {}, {p: {} for p in candidates}
     wanted_frames = {i for _, idx in plans.values() for i in idx}
     for i, frame in reader.read(wanted_frames, chunk=cfg.track.num_frames):
+        thumbs[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA)
         for p, (box, idx) in plans.items():
             if p in crops and i in idx:
                 crops[p][i] = coords.crop_resize(frame, box, out)
         for p in ends.get(i, []):
-            if len(chosen) < wanted_pairs and judge(p, crops[p]) is None:
+            if len(chosen) < wanted_pairs and judge(p) is None:
                 chosen[p] = crops[p]
             del crops[p]
-        # Enough pairs, or a video whose first windows all fail (a static shot, a pan): the
-        # rest of its candidates would mostly fail alike, and cost most of a full decode.
-        if len(chosen) == wanted_pairs or (not chosen and len(judged) > wanted_pairs):
+        if len(chosen) == wanted_pairs:
             break
 
     measured = [(v, m) for v, m in judged if m is not None]
