@@ -1,6 +1,7 @@
 """Shared test setup."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,28 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 VENDOR = REPO / ".cache" / "vendor"
 if VENDOR.is_dir() and str(VENDOR) not in sys.path:
     sys.path.insert(0, str(VENDOR))
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """One intra-op torch thread inside, as job subprocesses get (OMP_NUM_THREADS=1): the
+    test models are tiny, and on a busy 2-core machine torch's thread pool makes a 0.1 s edit
+    take 15 s (measured); in-process references then match the subprocess runs bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """The test runs on one intra-op torch thread (`one_torch_thread`)."""
+    with one_torch_thread():
+        yield
 
 
 def require_cotracker() -> None:

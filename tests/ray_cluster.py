@@ -32,6 +32,8 @@ VENV_BIN = os.path.dirname(sys.executable)
 LOOPBACK_NODES = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOOPBACK = {**LOOPBACK_NODES, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,7 +32,7 @@ from jobs import build_pairs, dataset_info, edit, evaluate
 from pipeline import synthetic
 from schemas import storage
 from schemas.validate import main as validate_main
-from tests.conftest import REPO
+from tests.conftest import REPO, one_torch_thread
 from tests.jobs.test_evaluate import metric_flags
 from tests.object_store import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.trainer.test_loop import weights
@@ -235,13 +235,9 @@ def test_training_on_s3_shards_with_the_run_in_s3_resumes_after_a_kill(
     # The uninterrupted run is only the reference: trained here, on one intra-op thread as
     # the jobs below (OMP_NUM_THREADS=1).
     straight = f"{bucket}/runs/straight"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         train(load_config(train_config(tmp_path / "a.yaml", straight, checkpoints, shards),
                           fewer), device="cpu")
-    finally:
-        torch.set_num_threads(threads)
 
     killed = f"{bucket}/runs/killed"
     path = train_config(tmp_path / "b.yaml", killed, checkpoints, shards)

@@ -14,7 +14,7 @@ import torch
 from model.layout import checkpoint_paths
 from model.pipeline import DragEditPipeline
 from schemas.typed_config import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, one_torch_thread
 from tests.ray_cluster import clean_env, free_port
 from tests.trainer.trainer_helpers import config, known_batches, rank_config
 from trainer.config import load_config
@@ -83,13 +83,9 @@ def test_resume_equals_uninterrupted(tmp_path, ckpt):
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, ckpt):
     # one process: what two_process_train.py runs as the only rank, here, on one intra-op
     # thread as torchrun's ranks (OMP_NUM_THREADS=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         one = train(rank_config(tmp_path / "one", ckpt, 2, 1, 3, 2), batches=known_batches(2),
                     device="cpu")
-    finally:
-        torch.set_num_threads(threads)
     # two processes under torchrun, each training on its half of every global batch
     script = REPO / "tests" / "trainer" / "two_process_train.py"
     proc = subprocess.run(

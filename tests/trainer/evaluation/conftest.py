@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
+from tests.conftest import one_torch_thread
 from trainer.evaluation.tiny import save_tiny_extractors
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread_per_module():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
