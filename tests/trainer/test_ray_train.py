@@ -1,13 +1,14 @@
-"""jobs.train --launcher ray on a real local cluster (under `ray job submit`, and as a driver
-joining it with --ray-address): it trains what torchrun trains, a killed worker is replaced and
-the run resumes from the latest checkpoint with the same result, a rerun resumes (or finds the
-run finished), another world size is refused; on two nodes, with Ray's storage, the run
-directory and TensorBoard in object storage, it trains what one node trains."""
+"""jobs.train --launcher ray on real local clusters, under `ray job submit` and as a driver
+joining with --ray-address: a killed worker is replaced and the run resumes from the latest
+checkpoint, an interrupted run resumes by its name to what torchrun trains, another world size
+is refused; on two nodes, with the run directory, Ray's checkpoints and TensorBoard in object
+storage, it trains what torchrun trains, and a rerun finds the run finished."""
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,45 +88,6 @@ def kill_a_worker_after_a_new_checkpoint(cluster, job_id, experiment, seen=None)
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_job_trains_what_torchrun_trains_and_a_rerun_finds_it_finished(
-        cluster, setup, torchrun_run, torchrun_weights, tmp_path):
-    ckpt, shards = setup
-    cfg = two_rank_config(tmp_path / "train.yaml", tmp_path / "run", ckpt, shards)
-    status, log = cluster.wait(submit_train(cluster, cfg, "--num-workers", "2"))
-    assert status == "SUCCEEDED", log
-    summary, reference = summary_of(log), torchrun_run.summary
-    assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
-    assert summary["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-6)
-    assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
-    # Ray kept the newest one, in the plain launcher's layout; every rank's files merged in
-    root = tmp_path / "run" / "checkpoints"
-    assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        [f"step_{STEPS:08d}"]
-    last = root / f"step_{STEPS:08d}"
-    assert sorted(os.listdir(last / "data")) == ["rank_00000.json", "rank_00001.json"]
-    assert sorted(f for f in os.listdir(last / "state") if "optim_states" in f) == \
-        ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    assert json.loads((last / "trainer.json").read_text())["world_size"] == 2
-    assert (tmp_path / "run" / "validation" / f"step_{STEPS:08d}.png").is_file()
-    assert_same_weights(export_weights(last, ckpt), torchrun_weights)
-
-    # again, from a driver that joins the cluster itself: Ray hands back the final
-    # checkpoint, nothing is left to do
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
-         "--num-workers", "2", "--ray-address", cluster.address, "--device", "cpu"],
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"ray: joined {cluster.address}" in proc.stderr
-    assert f"resumed from {last} at step {STEPS}" in proc.stdout + proc.stderr
-    again = summary_of(proc.stdout)
-    assert (again["step"], again["first_loss"]) == (STEPS, None)
-    assert sorted(p for p in os.listdir(root) if p.startswith("step_")) == \
-        [f"step_{STEPS:08d}"]
-
-
-@pytest.mark.slow
-@pytest.mark.ray
 def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes_by_name_with_its_world_size_only(
         cluster, setup, torchrun_run, torchrun_weights, tmp_path):
     """One run, killed twice: with one restart allowed, a killed worker is replaced and the
@@ -168,8 +130,10 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes_by_name_with
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
+def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_torchrun_trains_and_a_rerun_finds_it_finished(
         multinode, s3, setup, torchrun_run, torchrun_weights, tmp_path):
+    """A driver joining a cluster with --ray-address, the run directory in object storage and
+    Ray's checkpoints in it by default (`<run_dir>/checkpoints`), a worker on each node."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from schemas import storage
@@ -180,27 +144,47 @@ def test_two_workers_on_two_nodes_with_the_run_in_s3_train_what_one_node_trains(
                           tensorboard=True)
     env = {k: v for k, v in clean_env().items() if k != "RAY_AUTH_MODE"}  # no auth on it
     # One CPU per worker, one CPU per worker node, none on the head: a worker on each node.
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
-         "--num-workers", "2", "--cpus-per-worker", "1", "--ray-address", multinode.address,
-         "--storage-path", f"{bucket}/ray", "--run-name", "exp", "--device", "cpu"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "jobs.train", "--launcher", "ray", "--config", cfg,
+               "--num-workers", "2", "--cpus-per-worker", "1", "--ray-address",
+               multinode.address, "--device", "cpu"]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert f"ray: joined {multinode.address}" in proc.stderr
     summary, reference = summary_of(proc.stdout), torchrun_run.summary
-    assert (summary["step"], summary["world_size"]) == (STEPS, 2)
+    assert (summary["step"], summary["samples"], summary["world_size"]) == (STEPS, 2 * STEPS, 2)
+    assert summary["first_loss"] == pytest.approx(reference["first_loss"], abs=1e-6)
     assert summary["last_loss"] == pytest.approx(reference["last_loss"], abs=1e-6)
-    kept = s3.files(f"{bucket}/ray/exp")
+    # Ray kept the newest one, in the plain launcher's layout; every rank's files merged in
+    kept = s3.files(f"{bucket}/run/checkpoints")
     last = f"step_{STEPS:08d}"
-    assert {f"{last}/data/rank_00000.json", f"{last}/data/rank_00001.json",
-            f"{last}/trainer.json"} <= set(kept)
+    assert {p.split("/")[0] for p in kept if p.startswith("step_")} == {last}
+    assert sorted(p for p in kept if p.startswith(f"{last}/data/")) == \
+        [f"{last}/data/rank_00000.json", f"{last}/data/rank_00001.json"]
+    assert sorted(p for p in kept if "optim_states" in p) == \
+        [f"{last}/state/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)]
+    assert json.loads(kept[f"{last}/trainer.json"])["world_size"] == 2
     local = tmp_path / "kept"
-    storage.download_tree(f"{bucket}/ray/exp/{last}", str(local))
+    storage.download_tree(f"{bucket}/run/checkpoints/{last}", str(local))
     assert_same_weights(export_weights(local, ckpt), torchrun_weights)
     run = s3.files(f"{bucket}/run")
     assert {"config.yaml", f"validation/{last}.png"} <= set(run)
     events = EventAccumulator(f"{bucket}/run/tensorboard")
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")][-1] == STEPS
+
+    # again: Ray hands back the final checkpoint, nothing is left to do
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    output = proc.stdout + proc.stderr
+    assert f"resumes from {bucket.removeprefix('s3://')}/run/checkpoints/{last} at step " \
+        f"{STEPS}" in output, output[-4000:]
+    assert re.search(rf"resumed from \S+ at step {STEPS}\b", output), output[-4000:]  # a worker
+    again = summary_of(proc.stdout)
+    assert (again["step"], again["first_loss"]) == (STEPS, None)
+    assert {p.split("/")[0] for p in s3.files(f"{bucket}/run/checkpoints")
+            if p.startswith("step_")} == {last}
 
 
 def test_storage_paths_and_urls_become_pyarrow_filesystems(tmp_path, monkeypatch):
