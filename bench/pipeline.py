@@ -76,14 +76,14 @@ def synthetic_clips(out_dir: str, n: int, width: int, height: int, seconds: floa
     in child processes (so this process's memory peak stays the pipeline's), and reused."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipeline.synthetic import GT_SUFFIX, KINDS, ClipSpec
+    from pipeline.synthetic import GT_SUFFIX, STANDARD_KINDS, ClipSpec
 
     todo = []
     clip_dir = os.path.join(out_dir, f"clips-{width}x{height}-{seconds:g}s-gop{gop_s:g}s")
     os.makedirs(clip_dir, exist_ok=True)
     paths = []
     for i in range(n):
-        kind, fps = KINDS[i % len(KINDS)], (24, 30)[i % 2]
+        kind, fps = STANDARD_KINDS[i % len(STANDARD_KINDS)], (24, 30)[i % 2]
         frames = max(2, round(seconds * fps))
         path = os.path.join(clip_dir, f"{i:02d}-{kind}-{fps}fps.mp4")
         paths.append(path)

@@ -10,6 +10,10 @@ All scores are stored in the manifest so a rebuild can change thresholds.
   similarity transform fitted with RANSAC explains the camera; what it leaves (the residual)
   is object motion. Both are expressed per second as a fraction of the frame diagonal, so
   they do not depend on resolution or on the probes' spacing.
+- Alignment: a window whose camera moves but whose objects move too is kept with every frame
+  aligned to its first frame's background (`align_to_first`: LK from the first frame's corners,
+  a similarity fitted with RANSAC per frame), so what the tracker sees move, and what a pair
+  teaches, is the objects' motion, not the camera's.
 """
 from __future__ import annotations
 
@@ -99,9 +103,58 @@ def window_motion(gray: list[np.ndarray], times: list[float], probes: list[tuple
 
 
 def verdict(motion: Motion, cfg) -> str | None:
-    """None if a window may become a pair, else the filter reason."""
-    if motion.camera > cfg.camera_threshold:
-        return "camera-motion"
+    """None if a window may become a pair (aligned to its first frame when its camera moves
+    more than `camera_threshold` and `cfg.align_camera` is on), else the filter reason: no
+    object motion is "camera-motion" or "static" by what the camera did."""
+    moving_camera = motion.camera > cfg.camera_threshold
     if motion.object < cfg.static_threshold:
-        return "static"
+        return "camera-motion" if moving_camera else "static"
+    if moving_camera and not cfg.align_camera:
+        return "camera-motion"
     return None
+
+
+def needs_alignment(motion: Motion, cfg) -> bool:
+    return cfg.align_camera and motion.camera > cfg.camera_threshold
+
+
+@dataclass(frozen=True)
+class Alignment:
+    fits: list            # per frame, 2x3: its pixels -> the first frame's (first: identity)
+    residual_px: float    # what the last frame's fit leaves unexplained: object motion (as
+                          # `_pair_motion`'s, a high percentile), in the frames' pixels
+
+
+def align_to_first(gray: list[np.ndarray]) -> Alignment | None:
+    """Per frame, the 2x3 similarity taking its pixels to the first frame's (the background's
+    motion undone), or None when the background cannot be followed.
+
+    Each frame is fitted to the first directly (no drift accumulates along the window), LK
+    starting from the previous frame's fit, so motion larger than LK's search range is
+    followed; RANSAC leaves the moving objects out as long as the background dominates."""
+    first = gray[0]
+    corners = cv2.goodFeaturesToTrack(first, maxCorners=400, qualityLevel=0.01, minDistance=7)
+    if corners is None or len(corners) < 8:
+        return None
+    p = corners.reshape(-1, 2).astype(np.float32)
+    fits, guess, residual = [np.eye(2, 3)], p.copy(), 0.0
+    for frame in gray[1:]:
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            first, frame, p, guess.copy(), winSize=(21, 21), maxLevel=3,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        ok = status.ravel() == 1
+        if ok.sum() < 8:
+            return None
+        model, _ = cv2.estimateAffinePartial2D(p[ok], moved.reshape(-1, 2)[ok],
+                                               method=cv2.RANSAC, ransacReprojThreshold=1.0)
+        if model is None:
+            return None
+        fits.append(cv2.invertAffineTransform(model))   # model: first frame -> this one
+        guess = (p @ model[:, :2].T + model[:, 2]).astype(np.float32)
+        # corners the camera took out of view are no evidence of anything moving
+        h, w = frame.shape[:2]
+        seen = ok & (guess >= 10).all(axis=1) & (guess[:, 0] < w - 10) & (guess[:, 1] < h - 10)
+        residual = float(np.percentile(
+            np.linalg.norm(moved.reshape(-1, 2)[seen] - guess[seen], axis=1), 95)) \
+            if seen.sum() >= 8 else float("inf")
+    return Alignment(fits, residual)

@@ -11,6 +11,8 @@ Kinds:
   scale      the object grows about its centre
   static     nothing moves (the object, if any, is part of the still scene)
   pan        camera-only motion: each frame is a window sliding over a larger texture
+  follow     a camera panning as `pan` and an object translating in the frame as
+             `translate` (footage shot with a moving camera; not in the standard set)
   cut        two shots, each a `translate` scene with its own background and object;
              frames [0, cut_frame) are shot 0, [cut_frame, num_frames) shot 1
 
@@ -42,7 +44,8 @@ import cv2
 import numpy as np
 
 
-KINDS = ("translate", "rotate", "scale", "static", "pan", "cut")
+STANDARD_KINDS = ("translate", "rotate", "scale", "static", "pan", "cut")
+KINDS = STANDARD_KINDS + ("follow",)
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,8 @@ class ClipSpec:
     velocity: tuple = (1.75, 0.75)      # translate/cut object motion, px per frame
     angular_velocity: float = 1.0       # rotate, degrees per frame, clockwise on screen
     scale_rate: float = 0.01            # scale, relative growth per frame
-    pan_velocity: tuple = (2.5, 1.0)    # pan: window motion over the texture, px per frame
-                                        # (scene content moves by minus this)
+    pan_velocity: tuple = (2.5, 1.0)    # pan/follow: window motion over the texture, px per
+                                        # frame (scene content moves by minus this)
     cut_frame: Optional[int] = None     # cut: first frame of shot 1; default num_frames // 2
     rotation: int = 0                   # display rotation stored in the container (clockwise)
     crf: int = 14
@@ -141,7 +144,8 @@ class GroundTruth:
 
     def __init__(self, *, kind: str, width: int, height: int, fps: float, num_frames: int,
                  cut_frame: Optional[int], affines: np.ndarray, shots: list, rotation: int = 0,
-                 name: str = "", seed: int = 0, spec: Optional[dict] = None):
+                 name: str = "", seed: int = 0, spec: Optional[dict] = None,
+                 camera: Optional[np.ndarray] = None):
         self.kind = kind
         self.width = int(width)
         self.height = int(height)
@@ -155,6 +159,10 @@ class GroundTruth:
         # affines[t]: frame (start of t's shot) -> frame t; object motion, or for `pan` the
         # camera-induced motion of every pixel; identity for `static`.
         self.affines = np.asarray(affines, np.float64).reshape(self.num_frames, 2, 3)
+        # camera[t]: frame (start of t's shot) -> frame t for the background (the camera's
+        # motion); identity but for `pan` (equal to affines) and `follow`.
+        self.camera = (np.stack([np.eye(2, 3)] * self.num_frames) if camera is None else
+                       np.asarray(camera, np.float64).reshape(self.num_frames, 2, 3))
         # shots: [{"start": s, "end": e, "object": {...} or None}], object = geometry that
         # moves (None for static/pan).
         self.shots = shots
@@ -189,6 +197,12 @@ class GroundTruth:
                              f"{self.cut_frame}); no transform relates them")
         m = _h(self.affines[t1]) @ np.linalg.inv(_h(self.affines[t0]))
         return m[:2].copy()
+
+    def camera_transform(self, t0, t1) -> np.ndarray:
+        """2x3 affine taking the upright position of a background point at frame t0 to frame
+        t1 (the identity when the camera is still)."""
+        t0, t1 = self._check_t(t0), self._check_t(t1)
+        return (_h(self.camera[t1]) @ np.linalg.inv(_h(self.camera[t0])))[:2].copy()
 
     def map_points(self, pts, t0, t1) -> np.ndarray:
         pts = np.asarray(pts, np.float64)
@@ -235,6 +249,7 @@ class GroundTruth:
             "num_frames": self.num_frames, "cut_frame": self.cut_frame,
             "rotation": self.rotation, "shots": self.shots,
             "affines": [[float(v) for v in a.ravel()] for a in self.affines],
+            "camera": [[float(v) for v in a.ravel()] for a in self.camera],
             "spec": self.spec,
         }
 
@@ -246,7 +261,8 @@ class GroundTruth:
                    num_frames=d["num_frames"], cut_frame=d["cut_frame"],
                    affines=np.array(d["affines"], np.float64), shots=d["shots"],
                    rotation=d.get("rotation", 0), name=d.get("name", ""),
-                   seed=d.get("seed", 0), spec=d.get("spec"))
+                   seed=d.get("seed", 0), spec=d.get("spec"),
+                   camera=np.array(d["camera"], np.float64) if "camera" in d else None)
 
     def __repr__(self) -> str:
         return (f"GroundTruth({self.name!r}, kind={self.kind}, {self.width}x{self.height}, "
@@ -354,8 +370,9 @@ _LOOKS = [
 
 
 def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, look: int,
-                 velocity) -> tuple[list, np.ndarray, dict]:
-    """Frames (list of uint8 RGB), per-frame affines (n,2,3), object dict (or None)."""
+                 velocity) -> tuple[list, np.ndarray, dict, np.ndarray]:
+    """Frames (list of uint8 RGB), per-frame object affines (n,2,3), object dict (or None),
+    per-frame camera affines (n,2,3)."""
     rng = _rng(spec.seed, spec.kind, shot)
     (bm, bs, bt), (om, os_, ot) = _LOOKS[look]
     texture = TEXTURES[spec.texture]
@@ -366,27 +383,30 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
     t = np.arange(n, dtype=np.float64)
     frame_c = ((width - 1) / 2.0, (height - 1) / 2.0)
 
-    if kind == "pan":
+    still = np.stack([np.eye(2, 3)] * n)
+    if kind in ("pan", "follow"):
         v = np.asarray(spec.pan_velocity, np.float64)
         travel = np.abs(v) * max(n - 1, 0)
         bw = int(np.ceil(width + travel[0])) + 2 * _MARGIN
         bh = int(np.ceil(height + travel[1])) + 2 * _MARGIN
         big = _texture(rng, bh, bw, bm, bs, bt, octaves=bg_octaves)
         o0 = np.array([_MARGIN + max(0.0, -v[0] * (n - 1)), _MARGIN + max(0.0, -v[1] * (n - 1))])
-        affines = np.stack([_translation(-v * ti) for ti in t])
-        frames = []
+        camera = np.stack([_translation(-v * ti) for ti in t])
+        backgrounds = []
         for ti in t:
             o = o0 + v * ti  # window origin on the big texture
             m = np.array([[1.0, 0.0, -o[0]], [0.0, 1.0, -o[1]]])
-            f = cv2.warpAffine(big, m, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT_101)
-            frames.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
-        return frames, affines, None
-
-    bg = _texture(rng, height, width, bm, bs, bt, octaves=bg_octaves)
+            backgrounds.append(cv2.warpAffine(big, m, (width, height), flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REFLECT_101))
+        if kind == "pan":
+            frames = [np.clip(np.rint(f), 0, 255).astype(np.uint8) for f in backgrounds]
+            return frames, camera, None, camera
+    else:
+        camera = still
+        backgrounds = [_texture(rng, height, width, bm, bs, bt, octaves=bg_octaves)] * n
     tex = _texture(rng, height + 2 * _MARGIN, width + 2 * _MARGIN, om, os_, ot,
                    octaves=object_octaves)
-    if kind in ("translate", "cut"):
+    if kind in ("translate", "cut", "follow"):
         v = np.asarray(velocity, np.float64)
         center = np.asarray(frame_c) - v * (n - 1) / 2.0
         affines = np.stack([_translation(v * ti) for ti in t])
@@ -401,20 +421,20 @@ def _render_shot(spec: ClipSpec, width: int, height: int, n: int, shot: int, loo
         affines = np.stack([_about(center, np.eye(2) * si) for si in s])
     elif kind == "static":
         center = frame_c
-        affines = np.stack([np.eye(2, 3)] * n)
+        affines = still
     else:  # pragma: no cover - guarded by ClipSpec
         raise ValueError(kind)
     obj = _make_object(spec, width, height, center)
     mask0 = _object_canvas_mask(obj, width, height)
     frames = []
-    for a in affines:
+    for a, bg in zip(affines, backgrounds):
         m = _warp_mask(mask0, a, width, height)[..., None]
         o = cv2.warpAffine(tex, _canvas_to_frame(a), (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
         f = bg * (1.0 - m) + o * m
         frames.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
     # In a static clip nothing moves: the object is part of the still scene, not "an object".
-    return frames, affines, (None if kind == "static" else obj)
+    return frames, affines, (None if kind == "static" else obj), camera
 
 
 def render_frames(spec: ClipSpec) -> tuple[np.ndarray, GroundTruth]:
@@ -424,17 +444,17 @@ def render_frames(spec: ClipSpec) -> tuple[np.ndarray, GroundTruth]:
     if spec.kind == "cut":
         c = spec.effective_cut_frame()
         v2 = (-spec.velocity[0], spec.velocity[1])
-        f0, a0, o0 = _render_shot(spec, width, height, c, 0, 1, spec.velocity)
-        f1, a1, o1 = _render_shot(spec, width, height, n - c, 1, 2, v2)
-        frames, affines = f0 + f1, np.concatenate([a0, a1])
+        f0, a0, o0, c0 = _render_shot(spec, width, height, c, 0, 1, spec.velocity)
+        f1, a1, o1, c1 = _render_shot(spec, width, height, n - c, 1, 2, v2)
+        frames, affines, camera = f0 + f1, np.concatenate([a0, a1]), np.concatenate([c0, c1])
         shots = [{"start": 0, "end": c, "object": o0}, {"start": c, "end": n, "object": o1}]
     else:
-        frames, affines, obj = _render_shot(spec, width, height, n, 0, 0, spec.velocity)
+        frames, affines, obj, camera = _render_shot(spec, width, height, n, 0, 0, spec.velocity)
         shots = [{"start": 0, "end": n, "object": obj}]
     gt = GroundTruth(kind=spec.kind, width=width, height=height, fps=spec.fps, num_frames=n,
                      cut_frame=spec.effective_cut_frame(), affines=affines, shots=shots,
                      rotation=spec.rotation % 360, name=spec.name, seed=spec.seed,
-                     spec=_jsonable(dataclasses.asdict(spec)))
+                     spec=_jsonable(dataclasses.asdict(spec)), camera=camera)
     return np.stack(frames), gt
 
 
@@ -504,11 +524,11 @@ def make_clip(spec: ClipSpec, path) -> GroundTruth:
 
 
 def standard_set(out_dir, seed: int = 0, width: int = 320, height: int = 240) -> list:
-    """One clip of each kind, `<kind>-<seed>.mp4` in out_dir: [(path, GroundTruth)]."""
+    """One clip of each standard kind, `<kind>-<seed>.mp4` in out_dir: [(path, GroundTruth)]."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     result = []
-    for kind in KINDS:
+    for kind in STANDARD_KINDS:
         path = os.path.join(out_dir, f"{kind}-{seed}.mp4")
         spec = ClipSpec(name=f"{kind}-{seed}", kind=kind, width=width, height=height, seed=seed)
         result.append((path, make_clip(spec, path)))

@@ -1,7 +1,8 @@
 """What one video goes through between planning and writing; free of Ray, tests call it directly.
 
 prepare_video (CPU, in an isolated decoder process): probe -> keyframes -> shots -> candidate
-pairs -> each candidate's window decoded, judged and cropped.
+pairs -> each candidate's window decoded, judged, aligned to its first frame when the camera
+moves, and cropped.
 finish_video (after tracking): handle/target selection and mask -> `DragSample`s.
 
 Decoding is the cost that matters, and a codec decodes every frame from the keyframe before
@@ -10,7 +11,9 @@ prepare_video decodes only what the pairs need. The keyframe index (nothing deco
 the video into shots: encoders start a group of pictures at every cut they detect. Candidate
 pairs are drawn inside the shots, and each candidate's window (the `track.num_frames` frames
 from t0 to t1, decoded anyway for its crops) is judged on its own whole frames: a cut inside
-it (which a fixed-interval encoder does not mark), camera motion, no object motion. The
+it (which a fixed-interval encoder does not mark), camera motion, no object motion. A
+window whose camera moves while objects move too is aligned to its first frame's background
+(the pair then teaches the objects' motion). The
 candidates' windows are decoded in one forward pass, each judged as soon as it is complete,
 only until enough pass (so a video's pairs lean to its earlier candidates; the candidates
 themselves are drawn uniformly). Every candidate is judged before a video is filtered: giving
@@ -40,6 +43,8 @@ class PairClip:
     t1: int
     crop_box: tuple[int, int, int, int]
     frames: np.ndarray              # (T, R, R, 3) uint8, frames[0] at t0, frames[-1] at t1
+    target_transform: np.ndarray    # 2x3: frame t1's upright pixels -> frame t0's (identity
+                                    # unless the window was aligned to a moving camera)
 
 
 @dataclass
@@ -109,7 +114,7 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
 
     def judge(p) -> str | None:
         """The candidate's verdict from its window's thumbnails: "cut", a filter reason, or
-        None (it becomes a pair)."""
+        None (it becomes a pair: its crops are made, aligned if its camera moves)."""
         nonlocal cut_score
         idx = sorted(set(plans[p][1]))
         distances = filters.histogram_distances([thumbs[i] for i in idx])
@@ -124,27 +129,51 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         gray = [cv2.cvtColor(thumbs[i], cv2.COLOR_RGB2GRAY) for i in idx]
         motion = filters.window_motion(gray, times, filters.probe_pairs(times, probe_interval_s),
                                        float(np.hypot(*score_size)))
-        judged.append((verdict := filters.verdict(motion, fc), motion))
+        verdict = filters.verdict(motion, fc)
+        if verdict is None:
+            verdict = crop(p, motion, times[-1] - times[0])
+        judged.append((verdict, motion))
         return verdict
 
+    def crop(p, motion: filters.Motion, duration: float) -> str | None:
+        """Makes a passing candidate's crops, aligned to its first frame when its camera
+        moves; "camera-motion" when the aligned frames show only the camera moved, when the
+        background cannot be followed, or when the camera took the crop out of view."""
+        box, idx = plans[p][0], sorted(set(plans[p][1]))
+        transforms = dict.fromkeys(idx)
+        if filters.needs_alignment(motion, fc):
+            fits, residual = align_window([frames[i] for i in idx])
+            # the objects' own motion, measured again on the aligned frames (finer than the
+            # thumbnails): what moved may all have been the camera
+            if not fits or residual / duration < fc.static_threshold:
+                return "camera-motion"
+            transforms = dict(zip(idx, fits))
+        try:
+            crops[p] = {i: (coords.crop_resize(frames[i], box, out, transforms[i]),
+                            transforms[i]) for i in idx}
+        except ValueError:   # aligned, the crop box needs pixels out of view
+            return "camera-motion"
+        return None
+
     # One forward pass over the candidates' windows, each judged as soon as its last frame
-    # is decoded (overlapping windows share frames), stopping once enough have passed.
+    # is decoded (overlapping windows share frames), stopping once enough have passed. Only
+    # the frames of windows not yet judged are held.
     ends = {}
     for p in candidates:
         ends.setdefault(plans[p][1][-1], []).append(p)
-    thumbs, crops = {}, {p: {} for p in candidates}
+    pending = set(candidates)
+    thumbs, frames, crops = {}, {}, {}
     wanted_frames = {i for _, idx in plans.values() for i in idx}
     for i, frame in reader.read(wanted_frames, chunk=cfg.track.num_frames):
-        thumbs[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA)
-        for p, (box, idx) in plans.items():
-            if p in crops and i in idx:
-                crops[p][i] = coords.crop_resize(frame, box, out)
+        thumbs[i], frames[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA), frame
         for p in ends.get(i, []):
             if len(chosen) < wanted_pairs and judge(p) is None:
-                chosen[p] = crops[p]
-            del crops[p]
+                chosen[p] = crops.pop(p)
+            pending.discard(p)
         if len(chosen) == wanted_pairs:
             break
+        needed = {j for p in pending for j in plans[p][1]}
+        frames = {j: f for j, f in frames.items() if j in needed}
 
     measured = [(v, m) for v, m in judged if m is not None]
     passed = [m for v, m in measured if v is None] or [m for _, m in measured]
@@ -157,10 +186,33 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         # the most common reason; among equals, the first met
         reason = max(reasons, key=reasons.count) if reasons else "too-short"
         return PreparedVideo({**row, "status": f"filtered:{reason}"})
-    clips = [PairClip(k, t0, t1, plans[(t0, t1)][0],
-                      np.stack([chosen[(t0, t1)][i] for i in plans[(t0, t1)][1]]))
-             for k, (t0, t1) in enumerate(sorted(chosen))]
+    clips = []
+    for k, (t0, t1) in enumerate(sorted(chosen)):
+        box, idx = plans[(t0, t1)]
+        crops_of = chosen[(t0, t1)]
+        moved = crops_of[idx[-1]][1]
+        clips.append(PairClip(k, t0, t1, box, np.stack([crops_of[i][0] for i in idx]),
+                              coords.IDENTITY if moved is None else moved))
     return PreparedVideo(row, clips)
+
+
+ALIGN_SIZE = 360   # short side windows are aligned at, at most (finer costs more, gains little)
+
+
+def align_window(window: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """filters.align_to_first on a window's upright frames, fitted on gray frames of at most
+    ALIGN_SIZE short side: (per-frame transforms in the frames' own pixels, or [] when the
+    background cannot be followed; the object motion left, as a fraction of the diagonal)."""
+    h, w = window[0].shape[:2]
+    scale = min(1.0, ALIGN_SIZE / min(w, h))
+    size = (max(16, round(w * scale)), max(16, round(h * scale)))
+    gray = [cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f,
+                         cv2.COLOR_RGB2GRAY) for f in window]
+    alignment = filters.align_to_first(gray)
+    if alignment is None:
+        return [], float("inf")
+    fits = [coords.rescale_affine(a, size, (w, h)) for a in alignment.fits]
+    return fits, alignment.residual_px / float(np.hypot(*size))
 
 
 def finish_video(video: PreparedVideo, tracks: np.ndarray, visible: np.ndarray, cfg,
@@ -182,7 +234,9 @@ def finish_video(video: PreparedVideo, tracks: np.ndarray, visible: np.ndarray, 
             frame_t1=clip.t1, time_t0=clip.t0 / row["fps"], time_t1=clip.t1 / row["fps"],
             fps=row["fps"], video_width=row["video_width"], video_height=row["video_height"],
             rotation=row["rotation"], crop_x=float(x0), crop_y=float(y0), crop_w=float(cw),
-            crop_h=float(ch), width=res, height=res, num_points=len(drag.handle),
+            crop_h=float(ch),
+            target_transform=[round(float(v), 6) for v in np.ravel(clip.target_transform)],
+            width=res, height=res, num_points=len(drag.handle),
             tracker=tracker_name, tracker_version=tracker_version,
             motion_score=row["motion_score"], camera_score=row["camera_score"],
             pair_motion=drag.pair_motion, visibility=drag.visibility, seed=row["seed"])

@@ -8,6 +8,11 @@ Frames pass through three spaces:
   decoded  - as stored in the video stream (before display rotation)
   upright  - after the display rotation; crop boxes live here (x0, y0, w, h, integers)
   stored   - the crop resized to the dataset resolution; drag points live here
+
+Affines are 2x3 arrays [A | b] taking a point p to A p + b (`apply_affine`). A pair's target
+may be aligned to its source frame's background (a moving camera's motion undone): its
+`target_transform` takes upright points of frame t1 to upright points of frame t0, and its crop
+box then lives in frame t0's upright space (`crop_resize(..., transform=)`).
 """
 from __future__ import annotations
 
@@ -45,12 +50,56 @@ def stored_to_upright(pts: np.ndarray, crop_box: tuple, out_size: tuple) -> np.n
     return scale_points(pts, out_size, (w, h)) + (x0, y0)
 
 
-def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple) -> np.ndarray:
-    """Upright frame -> stored image. crop_box is (x0, y0, w, h) in integer pixels."""
+IDENTITY = np.eye(2, 3)
+
+
+def apply_affine(pts: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    pts = np.asarray(pts, dtype=np.float64)
+    affine = np.asarray(affine, dtype=np.float64).reshape(2, 3)
+    return pts @ affine[:, :2].T + affine[:, 2]
+
+
+def invert_affine(affine: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64).reshape(2, 3))
+
+
+def compose_affines(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The affine p -> outer(inner(p))."""
+    o, i = (np.vstack([np.asarray(a, np.float64).reshape(2, 3), [0, 0, 1]])
+            for a in (outer, inner))
+    return (o @ i)[:2]
+
+
+def rescale_affine(affine: np.ndarray, from_size: tuple, to_size: tuple) -> np.ndarray:
+    """An affine between two images of size from_size=(w, h), expressed for the same images
+    resized to to_size (the half-pixel rule of scale_points)."""
+    s = np.array([to_size[0] / from_size[0], to_size[1] / from_size[1]])
+    scale = np.array([[s[0], 0, 0.5 * s[0] - 0.5], [0, s[1], 0.5 * s[1] - 0.5]])
+    return compose_affines(scale, compose_affines(affine, invert_affine(scale)))
+
+
+def crop_resize(frame: np.ndarray, crop_box: tuple, out_size: tuple,
+                transform: np.ndarray | None = None) -> np.ndarray:
+    """Upright frame -> stored image. crop_box is (x0, y0, w, h) in integer pixels. With a
+    `transform` (this frame's upright points -> the reference frame's), the box is in the
+    reference frame's upright space and the frame is resampled into it (bilinear); a box
+    that would need pixels outside this frame is a ValueError."""
     x0, y0, w, h = (int(v) for v in crop_box)
-    if x0 < 0 or y0 < 0 or w <= 0 or h <= 0 or x0 + w > frame.shape[1] or y0 + h > frame.shape[0]:
-        raise ValueError(f"crop box {crop_box} outside frame {frame.shape[1]}x{frame.shape[0]}")
-    crop = frame[y0:y0 + h, x0:x0 + w]
+    if transform is not None and not np.allclose(transform, IDENTITY, rtol=0, atol=1e-9):
+        # crop pixel (a, b) is reference point (x0 + a, y0 + b), this frame's inverse(transform)
+        to_frame = compose_affines(invert_affine(transform), [[1, 0, x0], [0, 1, y0]])
+        corners = apply_affine([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], to_frame)
+        if not inside_image(corners, (frame.shape[1], frame.shape[0])).all():
+            raise ValueError(f"crop box {crop_box} aligned to this frame leaves the "
+                             f"{frame.shape[1]}x{frame.shape[0]} frame")
+        crop = cv2.warpAffine(frame, to_frame, (w, h),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+    else:
+        if x0 < 0 or y0 < 0 or w <= 0 or h <= 0 or x0 + w > frame.shape[1] \
+                or y0 + h > frame.shape[0]:
+            raise ValueError(f"crop box {crop_box} outside frame {frame.shape[1]}x{frame.shape[0]}")
+        crop = frame[y0:y0 + h, x0:x0 + w]
     if (w, h) == tuple(out_size):
         return np.ascontiguousarray(crop)
     interp = cv2.INTER_AREA if w >= out_size[0] else cv2.INTER_LINEAR

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version added to the pair row: a reader takes every version listed.
+ADDED_PAIR_FIELDS = {1: (), 2: ("target_transform",)}
 
 PAIR_SCHEMA = pa.schema([
     ("schema_version", pa.int32()),
@@ -27,6 +29,10 @@ PAIR_SCHEMA = pa.schema([
     ("crop_y", pa.float64()),
     ("crop_w", pa.float64()),
     ("crop_h", pa.float64()),
+    # v2: the 2x3 affine (row-major) from frame t1's upright pixels to frame t0's: the target
+    # is aligned to the source's background when the camera moved (identity otherwise), and
+    # the crop box is in frame t0's space for both images
+    ("target_transform", pa.list_(pa.float64(), 6)),
     ("width", pa.int32()),                # stored image size
     ("height", pa.int32()),
     ("num_points", pa.int32()),
@@ -62,6 +68,14 @@ VIDEO_SCHEMA = pa.schema([
 
 PAIR_FIELDS = tuple(f.name for f in PAIR_SCHEMA) + ("shard",)
 META_FIELDS = tuple(f.name for f in PAIR_SCHEMA)
+
+
+def meta_fields(version: int) -> tuple[str, ...]:
+    """The meta.json fields a sample of schema `version` has."""
+    if version not in ADDED_PAIR_FIELDS:
+        raise ValueError(f"unknown schema version {version!r}")
+    later = [f for v, added in ADDED_PAIR_FIELDS.items() if v > version for f in added]
+    return tuple(f for f in META_FIELDS if f not in later)
 
 
 def pair_table(rows: list[dict], shard: str) -> pa.Table:

@@ -1,8 +1,9 @@
-"""The v1 WebDataset sample: one training pair.
+"""The WebDataset sample (schema v2; v1 samples are read too): one training pair.
 
 | member        | content                                                               |
 | source.<ext>  | first frame, RGB, at the dataset resolution                           |
-| target.<ext>  | second frame, same crop/resize                                        |
+| target.<ext>  | second frame, same crop/resize (v2: aligned to the first frame's      |
+|               | background when the camera moved, meta `target_transform`)            |
 | mask.png      | uint8 0/255, editable region covering every handle and target point   |
 | drag.json     | {"handle": [[x, y], ...], "target": [[x, y], ...]}, 1..N pairs          |
 | meta.json     | the pair manifest row without `shard` (see schemas.manifest)          |
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from schemas.manifest import META_FIELDS, SCHEMA_VERSION
+from schemas.manifest import ADDED_PAIR_FIELDS, SCHEMA_VERSION, meta_fields
 
 IMAGE_FORMATS = ("jpg", "png")
 MEMBERS = ("source", "target", "mask.png", "drag.json", "meta.json")
@@ -29,7 +30,7 @@ MAX_POINTS = 64
 
 
 class SampleError(ValueError):
-    """A sample that breaks the v1 contract."""
+    """A sample that breaks the contract."""
 
 
 @dataclass
@@ -108,7 +109,7 @@ def decode_sample(members: dict) -> DragSample:
 
 
 def validate_sample(s: DragSample) -> None:
-    """Raise SampleError naming the first way `s` breaks the v1 contract."""
+    """Raise SampleError naming the first way `s` breaks the contract of its version."""
     k = s.key
     if not isinstance(k, str) or not KEY_RE.match(k):
         raise SampleError(f"{k}: key must be <16 hex video_id>-<4 digit pair index>")
@@ -135,11 +136,19 @@ def validate_sample(s: DragSample) -> None:
         rows = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
         if (s.mask[rows, cols] == 0).any():
             raise SampleError(f"{k}: mask does not cover every {name} point")
-    missing = [f for f in META_FIELDS if f not in s.meta]
+    version = s.meta.get("schema_version")
+    if version not in ADDED_PAIR_FIELDS:
+        raise SampleError(f"{k}: schema_version {version!r} is not one of "
+                          f"{sorted(ADDED_PAIR_FIELDS)} (this reader's newest: {SCHEMA_VERSION})")
+    missing = [f for f in meta_fields(version) if f not in s.meta]
     if missing:
         raise SampleError(f"{k}: meta.json lacks {missing}")
-    if s.meta["schema_version"] != SCHEMA_VERSION:
-        raise SampleError(f"{k}: schema_version {s.meta['schema_version']} != {SCHEMA_VERSION}")
+    transform = s.meta.get("target_transform")
+    if "target_transform" in meta_fields(version) and not (
+            isinstance(transform, list) and len(transform) == 6
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in transform)):
+        raise SampleError(f"{k}: meta.json target_transform must be 6 finite numbers (a 2x3 "
+                          f"affine, row-major), got {transform!r}")
     if s.meta["key"] != k or s.meta["num_points"] != n:
         raise SampleError(f"{k}: meta.json key/num_points disagree with the sample")
     if (s.meta["width"], s.meta["height"]) != (w, h):

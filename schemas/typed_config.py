@@ -38,6 +38,8 @@ def build(cls, data: dict, where: str = ""):
             kwargs[name] = build(type(default), value, f"{where}{name}.")
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}{name}: expected true or false, got {value!r}")
         elif isinstance(default, bool) or default is None or isinstance(value, type(default)):
             kwargs[name] = value
         elif isinstance(default, float) and isinstance(value, int):

@@ -1,4 +1,5 @@
-"""Read shards back and check every sample (and its manifest) against the v1 contract.
+"""Read shards back and check every sample (and its manifest) against the contract of its
+schema version.
 
     python -m schemas.validate DATASET_DIR_OR_SHARD_DIR_OR_TAR [...]
 

@@ -216,7 +216,7 @@ def test_incremental_run_on_a_joined_cluster_adds_only_new_inputs_including_tar_
     before = {n: (v1 / n).stat().st_mtime_ns for n in os.listdir(v1) if n.startswith("pairs-")}
     (tmp_path / "new").mkdir()
     new = []
-    for kind in synthetic.KINDS[:3]:   # the first 3 clips of standard_set(..., seed=5)
+    for kind in synthetic.STANDARD_KINDS[:3]:   # the first 3 clips of standard_set(..., seed=5)
         new.append(tmp_path / "new" / f"{kind}-5.mp4")
         synthetic.make_clip(synthetic.ClipSpec(name=f"{kind}-5", kind=kind, seed=5), new[-1])
     shard = tmp_path / "shard-0.tar"

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 
 from pipeline.config import FilterConfig
-from pipeline.filters import Motion, probe_pairs, shots, verdict, window_motion
+from pipeline.filters import (Motion, align_to_first, needs_alignment, probe_pairs, shots,
+                              verdict, window_motion)
+from schemas import coords
 
 
 def test_keyframes_off_the_regular_interval_start_shots():
@@ -59,5 +61,39 @@ def test_window_motion_separates_camera_from_objects():
 def test_verdicts():
     cfg = FilterConfig()
     assert verdict(Motion(object=0.05, camera=0.0), cfg) is None
-    assert verdict(Motion(0.05, 0.02), cfg) == "camera-motion"
+    assert not needs_alignment(Motion(object=0.05, camera=0.0), cfg)
+    # objects moving under a moving camera: kept, aligned to the first frame
+    assert verdict(Motion(0.05, 0.02), cfg) is None and needs_alignment(Motion(0.05, 0.02), cfg)
     assert verdict(Motion(0.001, 0.0), cfg) == "static"
+    assert verdict(Motion(0.001, 0.02), cfg) == "camera-motion"   # only the camera moves
+    off = FilterConfig(align_camera=False)
+    assert verdict(Motion(0.05, 0.02), off) == "camera-motion"
+    assert not needs_alignment(Motion(0.05, 0.02), off)
+
+
+def test_align_to_first_undoes_the_camera_and_ignores_a_moving_object():
+    """A view turning 0.4 degrees and sliding (3, -2) px per frame over a textured scene, with
+    a patch moving on its own: each frame's fit takes its pixels back to the first frame's."""
+    scene = _textured(seed=1, size=(240, 180))
+    h, w = 120, 160
+    centre = np.array([scene.shape[1] / 2, scene.shape[0] / 2])
+    frames, truth = [], []
+    for k in range(6):
+        rot = cv2.getRotationMatrix2D(tuple(centre), 0.4 * k, 1.0)
+        # frame pixel (x, y) shows scene point view(x, y): the view's origin slides and turns
+        view = coords.compose_affines(rot, [[1, 0, 40 + 3 * k], [0, 1, 30 - 2 * k]])
+        frame = cv2.warpAffine(scene, view, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+        frame[50:80, 20 + 7 * k:50 + 7 * k] = scene[:30, :30]   # the object
+        frames.append(frame)
+        if k == 0:
+            view0 = view
+        truth.append(coords.compose_affines(coords.invert_affine(view0), view))
+    alignment = align_to_first(frames)
+    fits = alignment.fits
+    assert alignment.residual_px > 5       # the object moved 35 px against the background
+    grid = np.stack(np.meshgrid(np.arange(20, 140, 10), np.arange(15, 105, 10)), -1).reshape(-1, 2)
+    for fit, expected in zip(fits, truth):
+        error = np.linalg.norm(coords.apply_affine(grid, fit) - coords.apply_affine(grid, expected),
+                               axis=1)
+        assert error.max() < 0.25, error.max()
+    assert align_to_first([np.zeros((120, 160), np.uint8)] * 3) is None   # nothing to follow

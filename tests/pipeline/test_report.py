@@ -44,6 +44,7 @@ def make_meta(key, vid, pair_index, n_points, res, pair_motion, t0, t1) -> dict:
         "frame_t0": int(t0 * 30), "frame_t1": int(t1 * 30), "time_t0": t0, "time_t1": t1,
         "fps": 30.0, "video_width": 640, "video_height": 480, "rotation": 0,
         "crop_x": 80.0, "crop_y": 0.0, "crop_w": 480.0, "crop_h": 480.0,
+        "target_transform": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
         "width": res, "height": res, "num_points": n_points, "tracker": "lk",
         "tracker_version": "1", "motion_score": 0.02, "camera_score": 0.001,
         "pair_motion": pair_motion, "visibility": 0.9, "seed": 0,

@@ -56,7 +56,7 @@ def bad(tmp_path_factory):
 
 
 def test_standard_set_files_and_sidecars(std):
-    assert sorted(std) == sorted(synthetic.KINDS)
+    assert sorted(std) == sorted(synthetic.STANDARD_KINDS)
     for kind, (path, gt) in std.items():
         assert os.path.basename(path) == f"{kind}-0.mp4"
         assert os.path.isfile(path + ".gt.json")
@@ -340,7 +340,7 @@ def test_make_videos_job(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 12
     names = sorted(p.name for p in tmp_path.glob("*.mp4"))
-    assert names == sorted(f"{k}-{s}.mp4" for k in synthetic.KINDS for s in (3, 4))
+    assert names == sorted(f"{k}-{s}.mp4" for k in synthetic.STANDARD_KINDS for s in (3, 4))
     gt = load_ground_truth(tmp_path / "cut-4.mp4")
     assert (gt.width, gt.height, gt.seed) == (96, 64, 4)
 

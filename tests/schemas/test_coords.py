@@ -1,6 +1,7 @@
 """Coordinate conversions against pixels moved by the same operations."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -42,6 +43,44 @@ def test_crop_resize_moves_a_blob_where_the_points_say():
     expected = coords.upright_to_stored(np.array([94.5, 64.5]), box, out)
     np.testing.assert_allclose([xs.mean(), ys.mean()], expected, atol=0.1)
     np.testing.assert_allclose(expected, [27.0, 22.0])
+
+
+def test_an_aligned_crop_of_a_moved_frame_is_the_reference_crop():
+    """A frame whose view moved by (7, -4) px and turned 2 degrees about (80, 60): cropped
+    with the transform taking its pixels to the reference's, it shows the reference's box."""
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.uniform(0, 255, (120, 160, 3)).astype(np.float32), (0, 0), 3)
+    reference = np.clip(128 + 8 * (scene - scene.mean()), 0, 255).astype(np.uint8)
+    turn = cv2.getRotationMatrix2D((80.0, 60.0), 2.0, 1.0)
+    to_reference = coords.compose_affines(turn, [[1, 0, 7], [0, 1, -4]])  # moved -> reference
+    moved = cv2.warpAffine(reference, to_reference, (160, 120),
+                           flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC)
+    box, out = (40, 30, 64, 64), (64, 64)
+    aligned = coords.crop_resize(moved, box, out, transform=to_reference)
+    expected = coords.crop_resize(reference, box, out)
+    assert np.abs(aligned.astype(int) - expected).mean() < 3
+    assert np.abs(coords.crop_resize(moved, box, out).astype(int) - expected).mean() > 30
+    # identity: the plain crop, exactly
+    np.testing.assert_array_equal(coords.crop_resize(moved, box, out, coords.IDENTITY),
+                                  coords.crop_resize(moved, box, out))
+    with pytest.raises(ValueError, match=r"crop box \(2, 30, 64, 64\) aligned to this frame "
+                                         r"leaves the 160x120 frame"):
+        coords.crop_resize(moved, (2, 30, 64, 64), out, transform=to_reference)
+
+
+def test_affines_compose_invert_and_rescale():
+    a = np.array([[0.9, -0.2, 5.0], [0.2, 0.9, -3.0]])
+    pts = np.random.default_rng(1).uniform(0, 100, (10, 2))
+    np.testing.assert_allclose(coords.apply_affine(coords.apply_affine(pts, a),
+                                                   coords.invert_affine(a)), pts, atol=1e-9)
+    b = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
+    np.testing.assert_allclose(coords.apply_affine(pts, coords.compose_affines(b, a)),
+                               coords.apply_affine(coords.apply_affine(pts, a), b), atol=1e-9)
+    # the same motion on images twice the size: points scaled with the half-pixel rule
+    big = coords.rescale_affine(a, (100, 80), (200, 160))
+    np.testing.assert_allclose(
+        coords.apply_affine(coords.scale_points(pts, (100, 80), (200, 160)), big),
+        coords.scale_points(coords.apply_affine(pts, a), (100, 80), (200, 160)), atol=1e-9)
 
 
 def test_stored_upright_round_trip():

@@ -1,4 +1,5 @@
-"""The v1 sample contract: round trips and every way a sample can break it."""
+"""The sample contract: round trips, every way a sample can break it, and samples of the
+earlier schema version still read."""
 from __future__ import annotations
 
 import io
@@ -19,7 +20,8 @@ def make_sample(n=2, size=32) -> DragSample:
     key = "0123456789abcdef-0001"
     meta = {f.name: 0 for f in PAIR_SCHEMA}
     meta.update(schema_version=SCHEMA_VERSION, key=key, width=size, height=size, num_points=n,
-                video_id=key[:16], source_uri="/v.mp4", tracker="t", tracker_version="1")
+                video_id=key[:16], source_uri="/v.mp4", tracker="t", tracker_version="1",
+                target_transform=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
     mask = np.zeros((size, size), np.uint8)
     mask[4:20, 4:28] = 255
     return DragSample(key=key, source=rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
@@ -80,10 +82,26 @@ def test_meta_must_be_complete_and_consistent():
     with pytest.raises(SampleError, match="key/num_points disagree"):
         encode_sample(s)
     s = make_sample()
-    s.meta["schema_version"] = 2
-    with pytest.raises(SampleError, match="schema_version 2 != 1"):
+    s.meta["schema_version"] = 3
+    with pytest.raises(SampleError, match=r"schema_version 3 is not one of \[1, 2\] \(this "
+                                          r"reader's newest: 2\)"):
         encode_sample(s)
+    for bad in ([1.0, 0.0, 0.0, 0.0, 1.0], [1.0, 0.0, float("nan"), 0.0, 1.0, 0.0], "eye", None):
+        s = make_sample()
+        s.meta["target_transform"] = bad
+        with pytest.raises(SampleError, match="target_transform must be 6 finite numbers"):
+            encode_sample(s)
     assert set(META_FIELDS) == {f.name for f in PAIR_SCHEMA}
+
+
+def test_a_version_1_sample_is_read_without_the_fields_version_2_added():
+    s = make_sample()
+    del s.meta["target_transform"]
+    with pytest.raises(SampleError, match=r"meta.json lacks \['target_transform'\]"):
+        encode_sample(s)
+    s.meta["schema_version"] = 1
+    back = decode_sample(encode_sample(s, "png"))
+    assert back.meta == s.meta and SCHEMA_VERSION == 2
 
 
 def write_tar(path, members_list):

@@ -1,7 +1,7 @@
 """Held-out video pairs: every pair has the real second frame, so an edit can be compared with
 what the scene actually did.
 
-Per pair (a v1 sample from the pair shards; points in the stored images' pixels) and method:
+Per pair (a sample from the pair shards; points in the stored images' pixels) and method:
   MD        mean over handles of |tracked - target|, where `tracked` is where the point tracker
             follows the handle on the 2-frame clip [source, edited];
   PSNR in / out   PSNR (dB) of the edit against the real target frame over the mask's pixels /

@@ -118,7 +118,7 @@ def pair_members(key: str, handles, targets) -> dict:
     mask[8:40, 8:56] = 255
     meta = {f: 0 for f in META_FIELDS}
     meta.update(schema_version=SCHEMA_VERSION, key=key, num_points=len(handles), width=64,
-                height=48)
+                height=48, target_transform=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
     return encode_sample(DragSample(key=key, source=source, target=np.roll(source, 3, axis=1),
                                     mask=mask, handle=np.array(handles, float),
                                     target_points=np.array(targets, float), meta=meta), "png")
