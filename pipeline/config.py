@@ -73,6 +73,8 @@ class PointsConfig:
     min_motion_px: float = 2.0       # a track moving less (stored pixels) is not a handle
     min_visible: float = 0.2         # fraction of visible moving tracks needed for a pair
     mask_dilate_px: int = 8
+    min_change_covered: float = 0.5  # of the most-changed pixels, the mask must cover this
+                                     # much (else the tracks missed what moved: no pair)
 
 
 @dataclass
@@ -132,6 +134,7 @@ class PipelineConfig(TypedConfig):
             (16 <= self.output.resolution <= 4096, "output.resolution: 16..4096"),
             (self.output.videos_per_unit >= 1, "output.videos_per_unit >= 1"),
             (1 <= self.points.max_points <= 64, "points.max_points: 1..64"),
+            (0 <= self.points.min_change_covered <= 1, "points.min_change_covered: 0..1"),
             (self.track.num_frames >= 2, "track.num_frames >= 2"),
             (self.track.grid_size >= 2, "track.grid_size >= 2"),
             (self.sample.pairs_per_video >= 1, "sample.pairs_per_video >= 1"),

@@ -103,8 +103,8 @@ def window_motion(gray: list[np.ndarray], times: list[float], probes: list[tuple
 
 
 def verdict(motion: Motion, cfg) -> str | None:
-    """None if a window may become a pair (aligned to its first frame when its camera moves
-    more than `camera_threshold` and `cfg.align_camera` is on), else the filter reason: no
+    """None if a window may become a pair (with `cfg.align_camera`, a moving camera is undone
+    by aligning the window to its first frame: pipeline.video), else the filter reason: no
     object motion is "camera-motion" or "static" by what the camera did."""
     moving_camera = motion.camera > cfg.camera_threshold
     if motion.object < cfg.static_threshold:
@@ -114,20 +114,19 @@ def verdict(motion: Motion, cfg) -> str | None:
     return None
 
 
-def needs_alignment(motion: Motion, cfg) -> bool:
-    return cfg.align_camera and motion.camera > cfg.camera_threshold
-
-
 @dataclass(frozen=True)
 class Alignment:
     fits: list            # per frame, 2x3: its pixels -> the first frame's (first: identity)
-    residual_px: float    # what the last frame's fit leaves unexplained: object motion (as
-                          # `_pair_motion`'s, a high percentile), in the frames' pixels
+    residual_px: float    # what the last frame's fit leaves unexplained in the region:
+                          # object motion (as `_pair_motion`'s, a high percentile), in the
+                          # frames' pixels
 
 
-def align_to_first(gray: list[np.ndarray]) -> Alignment | None:
+def align_to_first(gray: list[np.ndarray], region: tuple | None = None) -> Alignment | None:
     """Per frame, the 2x3 similarity taking its pixels to the first frame's (the background's
-    motion undone), or None when the background cannot be followed.
+    motion undone), or None when the background cannot be followed; the residual is measured
+    on the corners inside `region` (x0, y0, w, h) of the first frame (the whole frame when
+    fewer than 8 are).
 
     Each frame is fitted to the first directly (no drift accumulates along the window), LK
     starting from the previous frame's fit, so motion larger than LK's search range is
@@ -138,6 +137,12 @@ def align_to_first(gray: list[np.ndarray]) -> Alignment | None:
         return None
     p = corners.reshape(-1, 2).astype(np.float32)
     fits, guess, residual = [np.eye(2, 3)], p.copy(), 0.0
+    inside = np.ones(len(p), bool)
+    if region is not None:
+        x0, y0, rw, rh = region
+        inside = (p[:, 0] >= x0) & (p[:, 0] < x0 + rw) & (p[:, 1] >= y0) & (p[:, 1] < y0 + rh)
+        if inside.sum() < 8:
+            inside[:] = True
     for frame in gray[1:]:
         moved, status, _ = cv2.calcOpticalFlowPyrLK(
             first, frame, p, guess.copy(), winSize=(21, 21), maxLevel=3,
@@ -153,7 +158,8 @@ def align_to_first(gray: list[np.ndarray]) -> Alignment | None:
         guess = (p @ model[:, :2].T + model[:, 2]).astype(np.float32)
         # corners the camera took out of view are no evidence of anything moving
         h, w = frame.shape[:2]
-        seen = ok & (guess >= 10).all(axis=1) & (guess[:, 0] < w - 10) & (guess[:, 1] < h - 10)
+        seen = ok & inside & (guess >= 10).all(axis=1) & (guess[:, 0] < w - 10) \
+            & (guess[:, 1] < h - 10)
         residual = float(np.percentile(
             np.linalg.norm(moved.reshape(-1, 2)[seen] - guess[seen], axis=1), 95)) \
             if seen.sum() >= 8 else float("inf")

@@ -61,6 +61,21 @@ def select_drag(tracks: np.ndarray, visible: np.ndarray, size: tuple[int, int], 
                 visibility=visibility)
 
 
+def change_covered(source: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                   top: float = 0.01, floor: int = 24) -> float:
+    """The fraction of the pixels that change most between source and target (the top `top`
+    of the gray-level differences, among those above `floor`) that the mask covers: a drag
+    that explains the change covers nearly all; a pair whose moving thing the tracks missed
+    (a large, fast or blurred motion) leaves its change outside. 1.0 when nothing changes."""
+    gray = [cv2.GaussianBlur(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (3, 3), 0).astype(np.int16)
+            for im in (source, target)]
+    diff = np.abs(gray[0] - gray[1])
+    changed = diff >= max(floor, np.percentile(diff, 100 * (1 - top)))
+    if not changed.any():
+        return 1.0
+    return float((mask[changed] > 0).mean())
+
+
 def _interior(moving: np.ndarray, grid_size: int) -> np.ndarray:
     """Indices of moving grid tracks whose four grid neighbours all move too (queries are
     laid out row-major, as `pipeline.tracking.grid_queries` makes them)."""

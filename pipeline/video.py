@@ -3,7 +3,9 @@
 prepare_video (CPU, in an isolated decoder process): probe -> keyframes -> shots -> candidate
 pairs -> each candidate's window decoded, judged, aligned to its first frame when the camera
 moves, and cropped.
-finish_video (after tracking): handle/target selection and mask -> `DragSample`s.
+finish_video (after tracking): handle/target selection and mask -> `DragSample`s; a pair
+whose mask misses what changed between its images (the tracker lost the moving thing) is
+dropped.
 
 Decoding is the cost that matters, and a codec decodes every frame from the keyframe before
 the one asked for: scoring a video by frames spread over it decodes nearly all of it. So
@@ -12,8 +14,8 @@ the video into shots: encoders start a group of pictures at every cut they detec
 pairs are drawn inside the shots, and each candidate's window (the `track.num_frames` frames
 from t0 to t1, decoded anyway for its crops) is judged on its own whole frames: a cut inside
 it (which a fixed-interval encoder does not mark), camera motion, no object motion. A
-window whose camera moves while objects move too is aligned to its first frame's background
-(the pair then teaches the objects' motion). The
+window that passes is aligned to its first frame's background where the camera moved (the
+pair then teaches the objects' motion) and judged again there, inside its crop. The
 candidates' windows are decoded in one forward pass, each judged as soon as it is complete,
 only until enough pass (so a video's pairs lean to its earlier candidates; the candidates
 themselves are drawn uniformly). Every candidate is judged before a video is filtered: giving
@@ -28,7 +30,7 @@ import numpy as np
 
 from pipeline import filters, sampling
 from pipeline.decode import FrameReader, VideoTooLarge, probe
-from pipeline.points import select_drag
+from pipeline.points import change_covered, select_drag
 from schemas import coords
 from schemas.manifest import SCHEMA_VERSION
 from schemas.sample import DragSample, make_key
@@ -102,6 +104,7 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
                  sampling.clip_indices(*p, cfg.track.num_frames)) for p in candidates}
     res = cfg.output.resolution
     out = (res, res)
+    diagonal = float(np.hypot(w, h))
     # Windows are judged on whole frames at the scoring size: in a crop, a large moving
     # object can outweigh the background and pass for the camera.
     scale = dc.score_size / min(w, h)
@@ -136,18 +139,25 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         return verdict
 
     def crop(p, motion: filters.Motion, duration: float) -> str | None:
-        """Makes a passing candidate's crops, aligned to its first frame when its camera
-        moves; "camera-motion" when the aligned frames show only the camera moved, when the
-        background cannot be followed, or when the camera took the crop out of view."""
+        """Makes a passing candidate's crops, aligned to its first frame when the camera
+        moved them by more than ALIGN_MIN_PX; a filter reason when the aligned frames show
+        nothing moving inside the crop, when a moving camera cannot be followed, or when it
+        took the crop out of view."""
         box, idx = plans[p][0], sorted(set(plans[p][1]))
         transforms = dict.fromkeys(idx)
-        if filters.needs_alignment(motion, fc):
-            fits, residual = align_window([frames[i] for i in idx])
-            # the objects' own motion, measured again on the aligned frames (finer than the
-            # thumbnails): what moved may all have been the camera
-            if not fits or residual / duration < fc.static_threshold:
+        moving_camera = motion.camera > fc.camera_threshold
+        if fc.align_camera:
+            fits, residual = align_window([frames[i] for i in idx], box)
+            if not fits and moving_camera:
                 return "camera-motion"
-            transforms = dict(zip(idx, fits))
+            # the objects' own motion, measured again on the aligned frames inside the crop
+            # (finer than the thumbnails, and where the pair is): what moved may all have
+            # been the camera, or outside the crop, or too little for a drag to be tracked
+            if residual / diagonal / duration < fc.static_threshold \
+                    or residual * res / box[2] < cfg.points.min_motion_px:
+                return "camera-motion" if moving_camera else "static"
+            if fits and crop_shift(fits, box) > ALIGN_MIN_PX:
+                transforms = dict(zip(idx, fits))
         try:
             crops[p] = {i: (coords.crop_resize(frames[i], box, out, transforms[i]),
                             transforms[i]) for i in idx}
@@ -197,22 +207,31 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
 
 
 ALIGN_SIZE = 360   # short side windows are aligned at, at most (finer costs more, gains little)
+ALIGN_MIN_PX = 0.5  # a camera moving a crop's corners less than this (source pixels) is still
 
 
-def align_window(window: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+def align_window(window: list[np.ndarray], box: tuple) -> tuple[list[np.ndarray], float]:
     """filters.align_to_first on a window's upright frames, fitted on gray frames of at most
     ALIGN_SIZE short side: (per-frame transforms in the frames' own pixels, or [] when the
-    background cannot be followed; the object motion left, as a fraction of the diagonal)."""
+    background cannot be followed; the object motion left inside the crop box over the window,
+    in the frames' pixels, infinite when unknown)."""
     h, w = window[0].shape[:2]
     scale = min(1.0, ALIGN_SIZE / min(w, h))
     size = (max(16, round(w * scale)), max(16, round(h * scale)))
     gray = [cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f,
                          cv2.COLOR_RGB2GRAY) for f in window]
-    alignment = filters.align_to_first(gray)
+    alignment = filters.align_to_first(gray, tuple(v * scale for v in box))
     if alignment is None:
         return [], float("inf")
     fits = [coords.rescale_affine(a, size, (w, h)) for a in alignment.fits]
-    return fits, alignment.residual_px / float(np.hypot(*size))
+    return fits, alignment.residual_px / scale
+
+
+def crop_shift(fits: list[np.ndarray], box: tuple) -> float:
+    """How far (pixels) the transforms move the crop box's corners, at most."""
+    x0, y0, w, h = box
+    corners = np.array([[x0, y0], [x0 + w, y0], [x0, y0 + h], [x0 + w, y0 + h]], np.float64)
+    return max(float(np.abs(coords.apply_affine(corners, a) - corners).max()) for a in fits)
 
 
 def finish_video(video: PreparedVideo, tracks: np.ndarray, visible: np.ndarray, cfg,
@@ -224,7 +243,8 @@ def finish_video(video: PreparedVideo, tracks: np.ndarray, visible: np.ndarray, 
     rng = sampling.rng_for(row["seed"], "points")
     for clip, tr, vis in zip(video.pairs, tracks, visible):
         drag = select_drag(tr, vis, (res, res), cfg.points, cfg.track.grid_size, rng)
-        if drag is None:
+        if drag is None or change_covered(clip.frames[0], clip.frames[-1], drag.mask) \
+                < cfg.points.min_change_covered:
             continue
         key = make_key(row["video_id"], clip.pair_index)
         x0, y0, cw, ch = clip.crop_box

@@ -39,6 +39,7 @@ def test_exponent_floats_without_a_dot_are_floats():
     ({"output": {"resolution": "big"}}, "output.resolution: expected int, got 'big'"),
     ({"filter": {"align_camera": "no"}}, "filter.align_camera: expected true or false, got 'no'"),
     ({"filter": {"align_camera": 0}}, "filter.align_camera: expected true or false, got 0"),
+    ({"points": {"min_change_covered": 1.5}}, "points.min_change_covered: 0..1"),
     ({"output": 5}, "output.: expected a mapping"),
     ({"output": {"resolution": 8}}, "output.resolution: 16..4096"),
     ({"track": {"backend": "raft"}}, "track.backend: builtin|cotracker"),

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import FilterConfig
-from pipeline.filters import (Motion, align_to_first, needs_alignment, probe_pairs, shots,
-                              verdict, window_motion)
+from pipeline.filters import Motion, align_to_first, probe_pairs, shots, verdict, window_motion
 from schemas import coords
 
 
@@ -61,14 +60,11 @@ def test_window_motion_separates_camera_from_objects():
 def test_verdicts():
     cfg = FilterConfig()
     assert verdict(Motion(object=0.05, camera=0.0), cfg) is None
-    assert not needs_alignment(Motion(object=0.05, camera=0.0), cfg)
-    # objects moving under a moving camera: kept, aligned to the first frame
-    assert verdict(Motion(0.05, 0.02), cfg) is None and needs_alignment(Motion(0.05, 0.02), cfg)
+    assert verdict(Motion(0.05, 0.02), cfg) is None   # objects moving under a moving camera
     assert verdict(Motion(0.001, 0.0), cfg) == "static"
     assert verdict(Motion(0.001, 0.02), cfg) == "camera-motion"   # only the camera moves
     off = FilterConfig(align_camera=False)
     assert verdict(Motion(0.05, 0.02), off) == "camera-motion"
-    assert not needs_alignment(Motion(0.05, 0.02), off)
 
 
 def test_align_to_first_undoes_the_camera_and_ignores_a_moving_object():
