@@ -61,6 +61,19 @@ def guidance_scale(schedule: str, scale: float, step: int, steps: int) -> float:
 
 
 @dataclass
+class DragInput:
+    """One edit's own inputs (DragEditPipeline.edit_batch): image (HxWx3 uint8 or PIL), mask
+    (HxW, nonzero = editable), handle and target points in the image's pixels."""
+    image: object
+    mask: object
+    handles: object
+    targets: object
+    prompt: str = ""
+    seed: int = 0
+    guidance: float | None = None    # None: the scheduler's default
+
+
+@dataclass
 class EditResult:
     images: list[np.ndarray]   # one HxWx3 uint8 image per candidate, of `size`
     size: tuple[int, int]      # (w, h) of the images: the run size, or the input's (resize_back)
@@ -205,7 +218,6 @@ class DragEditPipeline:
             raise DragInputError(f"resolution {w}x{h} must be positive multiples of {m}")
         return w, h
 
-    @torch.inference_mode()
     def __call__(self, image, mask, handles, targets, prompt: str = "", steps: int | None = None,
                  guidance: float | None = None, schedule: str = "inverse-square", seed: int = 0,
                  candidates: int = 1, sequential: int = 1, scheduler: str | None = None,
@@ -214,14 +226,22 @@ class DragEditPipeline:
         """`resolution`: None (the release's rule, `run_size`), N (N x N) or (w, h), multiples
         of `size_multiple`. `steps` and `guidance` default per scheduler (DEFAULT_STEPS,
         DEFAULT_GUIDANCE); `scheduler` to lcm when an LCM-LoRA is fused, else ddim."""
-        image = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DragInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
-        mask = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
-        if mask.ndim != 2:
-            raise DragInputError(f"mask must be HxW, got shape {mask.shape}")
-        size = (image.shape[1], image.shape[0])
-        handles, targets = validate_drag(handles, targets, size, mask > 0)
+        return self.edit_batch([DragInput(image, mask, handles, targets, prompt, seed, guidance)],
+                               steps=steps, schedule=schedule, candidates=candidates,
+                               sequential=sequential, scheduler=scheduler, resolution=resolution,
+                               resize_back=resize_back, keep_unmasked=keep_unmasked)[0]
+
+    @torch.inference_mode()
+    def edit_batch(self, inputs: list["DragInput"], steps: int | None = None,
+                   schedule: str = "inverse-square", candidates: int = 1, sequential: int = 1,
+                   scheduler: str | None = None, resolution=None, resize_back: bool = False,
+                   keep_unmasked: bool = False) -> list[EditResult]:
+        """Several edits in one backbone batch (a service batching its users' requests): each
+        input its own image, mask, drag, prompt, seed and guidance scale; the other settings
+        shared, and every input running at the same size (`run_size` of its image, unless
+        `resolution` is given). Input r's candidate k is seeded with its seed + k, as alone."""
+        if not inputs:
+            return []
         scheduler = scheduler or ("lcm" if self.lcm else "ddim")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
@@ -231,65 +251,112 @@ class DragEditPipeline:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         steps = DEFAULT_STEPS[scheduler] if steps is None else steps
-        guidance = DEFAULT_GUIDANCE[scheduler] if guidance is None else guidance
         if steps < 1 or candidates < 1 or sequential < 1:
             raise ValueError("steps, candidates and sequential must be at least 1")
+        prepared = [self._prepare(x, resolution) for x in inputs]
+        res = prepared[0]["res"]
+        if any(p["res"] != res for p in prepared):
+            raise ValueError("a batch of edits runs at one size: got "
+                             f"{sorted({p['res'] for p in prepared})}")
+        guidance = [DEFAULT_GUIDANCE[scheduler] if x.guidance is None else float(x.guidance)
+                    for x in inputs]
 
         started = time.perf_counter()
+        n = len(inputs)
+        source = images_to_tensor([p["source_image"] for p in prepared]).to(self.device,
+                                                                            self.dtype)
+        mask_t = torch.from_numpy(np.stack([p["mask_res"] for p in prepared])).to(
+            self.device, self.dtype)[:, None]
+        # The backbone batch is candidate-major: sample k * n + r is input r's candidate k
+        # (tile_batch repeats the n inputs' conditions that way).
+        generators = [torch.Generator("cpu").manual_seed(x.seed + k)
+                      for k in range(candidates) for x in inputs]
+        counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0,
+                  "denoise_seconds": 0.0}
+        for k in range(sequential):
+            step_handles = [p["h_res"] + (p["t_res"] - p["h_res"]) * (k / sequential)
+                            for p in prepared]
+            step_targets = [p["h_res"] + (p["t_res"] - p["h_res"]) * ((k + 1) / sequential)
+                            for p in prepared]
+            source = self._edit(source, mask_t, step_handles, step_targets,
+                                [x.prompt for x in inputs], steps, guidance, schedule,
+                                generators, scheduler, counts)
+        images = tensor_to_images(source)
+        seconds = time.perf_counter() - started
+        results = []
+        for r, p in enumerate(prepared):
+            mine = images[r::n]
+            if resize_back:
+                mine = [resize_image(im, p["size"]) for im in mine]
+                out_size, reference, out_mask, out_handles, out_targets = \
+                    p["size"], p["image"], p["mask"], p["handles"], p["targets"]
+            else:
+                out_size, reference, out_mask, out_handles, out_targets = \
+                    res, p["source_image"], p["mask_res"], p["h_res"], p["t_res"]
+            if keep_unmasked:  # at the output size, so those pixels are the source's exactly
+                mine = [np.where(out_mask[..., None] > 0, im, reference) for im in mine]
+            results.append(EditResult(images=mine, size=out_size, handles=out_handles,
+                                      targets=out_targets, seconds=seconds,
+                                      scheduler=scheduler, steps=steps, guidance=guidance[r],
+                                      resolution=res, **counts))
+        return results
+
+    def _prepare(self, x: "DragInput", resolution) -> dict:
+        """One input checked, and its image, mask and drag at the size it runs at."""
+        image = np.asarray(x.image.convert("RGB") if isinstance(x.image, Image.Image)
+                           else x.image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise DragInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
+        mask = np.asarray(x.mask.convert("L") if isinstance(x.mask, Image.Image) else x.mask)
+        if mask.ndim != 2:
+            raise DragInputError(f"mask must be HxW, got shape {mask.shape}")
+        size = (image.shape[1], image.shape[0])
+        handles, targets = validate_drag(x.handles, x.targets, size, mask > 0)
         res = self._run_resolution(resolution, size)
-        source_image = resize_image(image, res)
-        source = images_to_tensor([source_image]).to(self.device, self.dtype)
         h_res, t_res = scale_points(handles, size, res), scale_points(targets, size, res)
         # The resized mask covers every mapped point, as the input's covers the points: a
         # thin region can lose the point's pixel to the nearest-neighbour sampling.
         mask_res = resize_mask((mask > 0).astype(np.uint8), res)
-        for x, y in round_to_pixel(np.concatenate([h_res, t_res]), res):
-            mask_res[y, x] = 1
-        mask_t = torch.from_numpy(mask_res).to(self.device, self.dtype)[None, None]
-        generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(candidates)]
-        counts = {"unet_calls": 0, "unet_samples": 0, "appearance_calls": 0,
-                  "denoise_seconds": 0.0}
-        for k in range(sequential):
-            step_handles = h_res + (t_res - h_res) * (k / sequential)
-            step_targets = h_res + (t_res - h_res) * ((k + 1) / sequential)
-            source = self._edit(source, mask_t, step_handles, step_targets, prompt, steps,
-                                guidance, schedule, generators, scheduler, counts)
-        images = tensor_to_images(source)
-        if resize_back:
-            images = [resize_image(im, size) for im in images]
-            out_size, reference, out_mask, out_handles, out_targets = \
-                size, image, mask, handles, targets
-        else:
-            out_size, reference, out_mask, out_handles, out_targets = \
-                res, source_image, mask_res, h_res, t_res
-        if keep_unmasked:  # at the output size, so those pixels are the source's exactly
-            images = [np.where(out_mask[..., None] > 0, im, reference) for im in images]
-        return EditResult(images=images, size=out_size, handles=out_handles, targets=out_targets,
-                          seconds=time.perf_counter() - started, scheduler=scheduler,
-                          steps=steps, guidance=guidance, resolution=res, **counts)
+        for px, py in round_to_pixel(np.concatenate([h_res, t_res]), res):
+            mask_res[py, px] = 1
+        return {"image": image, "mask": mask, "size": size, "handles": handles,
+                "targets": targets, "res": res, "source_image": resize_image(image, res),
+                "mask_res": mask_res, "h_res": h_res, "t_res": t_res}
 
-    def _edit(self, source, mask, handles, targets, prompt, steps, guidance, schedule,
+    def _edit(self, source, mask, handles, targets, prompts, steps, guidance, schedule,
               generators, scheduler_name, counts) -> torch.Tensor:
-        """One drag step at model resolution. source: (1 or C, 3, h, w) in [-1, 1]."""
+        """One drag step at model resolution for n inputs (handles, targets, prompts and
+        guidance: one each) and C = len(generators) samples, candidate-major. source: (n or C,
+        3, h, w) in [-1, 1]; mask (n, 1, h, w)."""
         model, c = self.model, len(generators)
         res = (source.shape[3], source.shape[2])
         guided = schedule != "none"
         batch = 2 * c if guided else c
 
         source_latents = self.encode_latents(source)
-        masked_latents = self.encode_latents(source * (mask < 0.5))
+        masked_latents = self.encode_latents(source * (tile_batch(mask, source.shape[0]) < 0.5))
         latent_mask = F.interpolate(mask, size=source_latents.shape[2:], mode="nearest")
         empty = self.encode_text("")
         bank = model.encode_appearance(source_latents, empty.expand(source.shape[0], -1, -1))
         counts["appearance_calls"] += 1
-        handle_map, target_map = point_maps(handles, targets, res)
+        maps = [point_maps(h, t, res) for h, t in zip(handles, targets)]
+        handle_map, target_map = (torch.cat([m[i] for m in maps]) for i in (0, 1))
         device = self.device
         handle_emb, target_emb = model.embed_points(handle_map.to(device), target_map.to(device))
-        text = self.encode_text(prompt).expand(source.shape[0], -1, -1)
+        text = tile_batch(torch.cat([self.encode_text(p) for p in prompts]), source.shape[0])
         prompt_embeds = torch.cat([text, self.encode_image_prompt(source)], dim=1)
         points_on = torch.arange(batch, device=device) >= c if guided else None
         drag = DragConditions(bank=bank, handle_embeddings=handle_emb, target_embeddings=target_emb,
                               points_on=points_on, cache={})
+
+        def scale(i: int):
+            """This step's guidance: one number when the inputs share their scale (as alone),
+            else one per sample."""
+            per_input = [guidance_scale(schedule, g, i, steps) for g in guidance]
+            if len(set(per_input)) == 1:
+                return per_input[0]
+            return tile_batch(torch.tensor(per_input, device=device, dtype=self.dtype),
+                              c).view(-1, 1, 1, 1)
 
         sched_cls = LCMScheduler if scheduler_name == "lcm" else DDIMScheduler
         sched = sched_cls.from_config(self.scheduler_config)
@@ -310,7 +377,7 @@ class DragEditPipeline:
             counts["unet_samples"] += batch
             if guided:
                 uncond, cond = pred.chunk(2)
-                pred = uncond + guidance_scale(schedule, guidance, i, steps) * (cond - uncond)
+                pred = uncond + scale(i) * (cond - uncond)
             kwargs = {"generator": generators} if scheduler_name == "lcm" else {"eta": 0.0}
             latents = sched.step(pred, t, latents, **kwargs).prev_sample
         _sync(device)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.options import FUSION_MODES, SCHEDULES
-from model.pipeline import DragEditPipeline, guidance_scale
+from model.pipeline import DragEditPipeline, DragInput, guidance_scale
 from model.points import DragInputError
 from tests.model.conftest import fresh_model, scene, with_model
 
@@ -167,3 +167,37 @@ def test_mask_reaches_the_model_as_the_trainer_resizes_it(pipe, monkeypatch):
     seen = (masked_inputs[1][0] < 0.5).all(dim=0).numpy()   # white source, zeroed in the mask
     _, _, expected, _, _ = resize_pair(image, image, mask, handles, targets, 64)
     np.testing.assert_array_equal(seen, expected > 0)
+
+
+@pytest.mark.parametrize("scheduler, sequential", [("ddim", 1), ("lcm", 1), ("ddim", 2)])
+def test_a_batch_of_edits_equals_each_edit_alone(pipe, scheduler, sequential):
+    """Three users' edits in one backbone batch (another image, drag, prompt, seed and
+    guidance each; two candidates each) give each user what their edit alone gives."""
+    inputs = []
+    for r in range(3):
+        image, mask, h, t = scene(seed=r)
+        inputs.append(DragInput(image, mask, h + r, t + r, prompt=["", "a cat", "a dog"][r],
+                                seed=7 * r, guidance=[None, 2.0, 5.0][r]))
+    kw = dict(steps=3, scheduler=scheduler, sequential=sequential, candidates=2)
+    batched = pipe.edit_batch(inputs, **kw)
+    assert [len(b.images) for b in batched] == [2, 2, 2]
+    assert batched[0].unet_calls == 3 * sequential and batched[0].unet_samples == 3 * 3 * 2 * 2 \
+        * sequential
+    for x, together in zip(inputs, batched):
+        alone = pipe(x.image, x.mask, x.handles, x.targets, prompt=x.prompt, seed=x.seed,
+                     guidance=x.guidance, **kw)
+        assert together.guidance == alone.guidance and together.size == alone.size
+        np.testing.assert_array_equal(together.handles, alone.handles)
+        for k in range(2):
+            diff = np.abs(together.images[k].astype(int) - alone.images[k].astype(int)).max()
+            assert diff <= 1, f"candidate {k} differs by {diff} levels"
+    assert not np.array_equal(batched[0].images[0], batched[1].images[0])
+
+
+def test_a_batch_runs_at_one_size(pipe):
+    image, mask, h, t = scene()
+    wide = np.concatenate([image, image], axis=1)
+    wide_mask = np.concatenate([mask, mask], axis=1)
+    with pytest.raises(ValueError, match="a batch of edits runs at one size"):
+        pipe.edit_batch([DragInput(image, mask, h, t), DragInput(wide, wide_mask, h, t)], steps=1)
+    assert pipe.edit_batch([], steps=1) == []

@@ -59,7 +59,7 @@ def test_default_run_size_keeps_the_aspect_ratio_and_maps_points_exactly(tiny, m
     original = tiny._edit
 
     def spy(source, mask_t, h, t, *rest):
-        seen.update(source=tuple(source.shape), mask=mask_t[0, 0].cpu().numpy(), handles=h)
+        seen.update(source=tuple(source.shape), mask=mask_t[0, 0].cpu().numpy(), handles=h[0])
         return original(source, mask_t, h, t, *rest)
 
     monkeypatch.setattr(tiny, "_edit", spy)
