@@ -13,8 +13,8 @@ TOY_HELDOUT_CLIPS ?= 32
 TOY_TRAIN_ARGS ?=
 TOY_EVAL_ARGS ?=
 
-.PHONY: setup toy demo edit-demo train-demo test test-fast bench bench-edit bench-train bench-gpu \
-	vendor-cotracker clean
+.PHONY: setup toy demo edit-demo train-demo test test-fast browser bench bench-edit bench-train \
+	bench-gpu bench-serve vendor-cotracker clean
 
 setup: $(VENV)/.installed
 
@@ -79,8 +79,15 @@ train-demo: demo
 	test -d $(DEMO)/checkpoints || $(PY) -m jobs.make_tiny_model --out $(DEMO)/checkpoints
 	TORCH_EXTENSIONS_DIR=$(CACHE)/torch_extensions $(PY) -m jobs.train --config configs/train-tiny.yaml
 
-test: setup vendor-cotracker
+test: setup vendor-cotracker browser
 	$(PY) -m pytest -q -rs
+
+# The browser tests (tests/serve/test_ui.py) drive Debian's Chromium with its ChromeDriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 test-fast: setup vendor-cotracker
 	$(PY) -m pytest -q -m "not slow"
@@ -93,6 +100,9 @@ bench-edit: setup
 
 bench-train: setup
 	$(PY) bench/train.py
+
+bench-serve: setup
+	$(PY) bench/serve.py
 
 # Every GPU figure in one run, on a machine with one GPU (bench/RESULTS.md says where each goes).
 bench-gpu: setup vendor-cotracker
