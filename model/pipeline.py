@@ -232,7 +232,7 @@ class DragEditPipeline:
                                resize_back=resize_back, keep_unmasked=keep_unmasked)[0]
 
     @torch.inference_mode()
-    def edit_batch(self, inputs: list["DragInput"], steps: int | None = None,
+    def edit_batch(self, inputs: list[DragInput], steps: int | None = None,
                    schedule: str = "inverse-square", candidates: int = 1, sequential: int = 1,
                    scheduler: str | None = None, resolution=None, resize_back: bool = False,
                    keep_unmasked: bool = False) -> list[EditResult]:
@@ -301,7 +301,7 @@ class DragEditPipeline:
                                       resolution=res, **counts))
         return results
 
-    def _prepare(self, x: "DragInput", resolution) -> dict:
+    def _prepare(self, x: DragInput, resolution) -> dict:
         """One input checked, and its image, mask and drag at the size it runs at."""
         image = np.asarray(x.image.convert("RGB") if isinstance(x.image, Image.Image)
                            else x.image)

@@ -46,8 +46,9 @@ class FilterConfig:
     min_shot_s: float = 0.5          # shots shorter than this are not sampled
     static_threshold: float = 0.004  # object motion per second, fraction of frame diagonal
     camera_threshold: float = 0.006  # camera motion per second, fraction of frame diagonal
-    align_camera: bool = True        # camera above the threshold and objects moving: align
-                                     # the window to its first frame (false: camera-motion)
+    align_camera: bool = True        # align passing windows to their first frame where the
+                                     # camera moved (false: camera above the threshold is
+                                     # camera-motion)
 
 
 @dataclass

@@ -10,10 +10,10 @@ All scores are stored in the manifest so a rebuild can change thresholds.
   similarity transform fitted with RANSAC explains the camera; what it leaves (the residual)
   is object motion. Both are expressed per second as a fraction of the frame diagonal, so
   they do not depend on resolution or on the probes' spacing.
-- Alignment: a window whose camera moves but whose objects move too is kept with every frame
-  aligned to its first frame's background (`align_to_first`: LK from the first frame's corners,
-  a similarity fitted with RANSAC per frame), so what the tracker sees move, and what a pair
-  teaches, is the objects' motion, not the camera's.
+- Alignment: a window that passes is fitted frame by frame to its first frame's background
+  (`align_to_first`: LK from the first frame's corners, a similarity fitted with RANSAC per
+  frame); where the camera moved, its frames are aligned (pipeline.video), so what the tracker
+  sees move, and what a pair teaches, is the objects' motion, not the camera's.
 """
 from __future__ import annotations
 
