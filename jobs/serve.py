@@ -2,7 +2,8 @@
 
   python -m jobs.serve [--checkpoints ROOT | --model-dir D --base D --ip-adapter D]
                        [--lcm | --lcm-lora FILE] [--vae D] [--fusion F]
-                       [--ray-address ADDR] [--num-replicas N] [--gpus-per-replica G]
+                       [--ray-address ADDR] [--num-replicas N | --autoscaling MIN-MAX]
+                       [--gpus-per-replica G]
                        [--cpus-per-replica C] [--host 127.0.0.1] [--port 8000]
                        [--device cpu|cuda] [--dtype fp32|fp16|bf16]
                        [--max-batch-size 8] [--batch-wait-ms 20]
@@ -12,7 +13,10 @@ Without checkpoints it serves a tiny random model (model.tiny, written to a temp
 directory): for trying the service and its UI, not for images. Ray: joins --ray-address or
 $RAY_ADDRESS (which `ray job submit` sets), else starts a local one. The service binds to
 127.0.0.1 unless --host says otherwise. Prints `serving http://HOST:PORT/` and runs until
-interrupted (Ctrl-C, SIGTERM), then removes its application (and stops the Ray it started).
+interrupted (Ctrl-C, SIGTERM, `ray job stop`), then removes its application (and stops the Ray
+it started). Under `ray job submit`, give the job time to do so:
+`--runtime-env-json '{"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}}'` (Ray's default, 3 s,
+may kill it first and leave the application serving).
 Exit status: 0 stopped, 1 failure, 2 bad usage.
 """
 from __future__ import annotations
@@ -31,6 +35,18 @@ from model.options import DTYPE_NAMES
 APP_NAME = "dragvid-edit"
 
 
+def replica_range(text: str) -> tuple[int, int]:
+    """"1-4" -> (1, 4)."""
+    low, _, high = text.partition("-")
+    try:
+        low, high = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX, got {text!r}") from None
+    if not 0 <= low <= high or high < 1:
+        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
+    return low, high
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     run = ap.add_argument_group("where it runs")
     run.add_argument("--ray-address", help="join this cluster (default: $RAY_ADDRESS, else a "
                                            "local Ray)")
-    run.add_argument("--num-replicas", type=positive_int, default=1)
+    run.add_argument("--num-replicas", type=positive_int, help="replicas (default 1)")
+    run.add_argument("--autoscaling", type=replica_range, metavar="MIN-MAX",
+                     help="scale between MIN and MAX replicas by the requests in flight "
+                          "(a replica's target: --max-batch-size)")
     run.add_argument("--gpus-per-replica", type=float, default=0.0)
     run.add_argument("--cpus-per-replica", type=float, default=1.0)
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -93,6 +112,8 @@ def run(args, scratch: str) -> int:
         raise UsageError(f"--port {args.port}: expected 1..65535")
     if args.gpus_per_replica < 0 or args.cpus_per_replica < 0:
         raise UsageError("--gpus-per-replica and --cpus-per-replica must be >= 0")
+    if args.num_replicas and args.autoscaling:
+        raise UsageError("--num-replicas and --autoscaling: give one")
     if args.device == "cuda" and args.gpus_per_replica == 0:
         raise UsageError("--device cuda needs --gpus-per-replica > 0 (the replicas' GPUs)")
     paths = model_paths(args, scratch)
@@ -112,17 +133,22 @@ def run(args, scratch: str) -> int:
     logging.getLogger("jobs.serve").info("ray: %s", init_ray(args.ray_address,
                                                             (serve, model, schemas)))
     ray_serve.start(http_options={"host": args.host, "port": args.port})
+    autoscaling = None if not args.autoscaling else {
+        "min_replicas": args.autoscaling[0], "max_replicas": args.autoscaling[1],
+        "target_ongoing_requests": args.max_batch_size}
     limits = {"max_upload_bytes": int(args.max_upload_mb * (1 << 20)),
               "max_pixels": args.max_pixels}
     ray_serve.run(build_app(paths, device=device, dtype=dtype, fusion=args.fusion,
                             limits=limits, max_batch_size=args.max_batch_size,
                             batch_wait_s=args.batch_wait_ms / 1000,
-                            num_replicas=args.num_replicas,
+                            num_replicas=args.num_replicas or 1, autoscaling=autoscaling,
                             gpus_per_replica=args.gpus_per_replica,
                             cpus_per_replica=args.cpus_per_replica),
                   name=APP_NAME, route_prefix="/")
-    print(f"serving http://{args.host}:{args.port}/ (API docs: /docs; {args.num_replicas} "
-          f"replica(s), {device} {dtype})", flush=True)
+    replicas = "{}-{} replicas".format(*args.autoscaling) if args.autoscaling else \
+        f"{args.num_replicas or 1} replica(s)"
+    print(f"serving http://{args.host}:{args.port}/ (API docs: /docs; {replicas}, {device} "
+          f"{dtype})", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

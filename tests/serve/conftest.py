@@ -1,9 +1,6 @@
 """One running service and its inputs for the API and the browser tests."""
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +9,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.ray_cluster import clean_env, free_port
+from tests.ray_cluster import free_port
 
 PHOTO = REPO / "tests" / "fixtures" / "dragbench" / "animals" / "JH_2023-09-14-1823-59" / \
     "original_image.png"
@@ -33,19 +30,21 @@ def inputs(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="package")
 def service(cluster, tiny_checkpoints):
-    """The service on the session cluster: its URL. Stopped with SIGINT at the end, which
-    must end it cleanly."""
+    """The service as a cluster's users start it: `python -m jobs.serve` submitted with
+    `ray job submit` to the session's cluster (the tiny model; small limits to test them). Its
+    URL. At the end `ray job stop` ends it, which must remove its application cleanly (SIGTERM,
+    with time to do so: RAY_JOB_STOP_WAIT_TIME_S)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.serve", "--checkpoints", str(tiny_checkpoints),
-         "--ray-address", cluster.address, "--port", str(port), "--max-batch-size", "4",
-         "--batch-wait-ms", "500", "--max-upload-mb", "1", "--max-pixels", "300000"],
-        cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = cluster.submit(
+        "python", "-m", "jobs.serve", "--checkpoints", str(tiny_checkpoints),
+        "--port", str(port), "--max-batch-size", "4", "--batch-wait-ms", "500",
+        "--max-upload-mb", "1", "--max-pixels", "300000",
+        runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while True:
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
-        assert time.time() < deadline, "the service did not come up"
+        assert cluster.status(job) in ("PENDING", "RUNNING"), cluster.logs(job)[-4000:]
+        assert time.time() < deadline, "the service did not come up:\n" + cluster.logs(job)
         try:
             if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
                 break
@@ -53,9 +52,8 @@ def service(cluster, tiny_checkpoints):
             pass
         time.sleep(0.5)
     yield url
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, output[-4000:]
-    assert f"serving {url}/" in output and "stopped" in output
-
-
+    cluster.stop(job)
+    status, log = cluster.wait(job, timeout=120)
+    assert status == "STOPPED", log[-4000:]
+    assert f"serving {url}/" in log and "stopped" in log, log[-4000:]
+    assert requests.get(f"{url}/v1/health", timeout=10).status_code == 404   # app removed

@@ -190,3 +190,16 @@ def test_the_load_benchmark_runs_against_a_service(service, capsys):
     printed = capsys.readouterr().out
     assert "| one at a time | 4 |" in printed and "| 2 concurrent clients | 4 |" in printed
     assert "answers: 4 of 4, all equal to the requests alone" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-replicas", "2", "--autoscaling", "1-4"], "--num-replicas and --autoscaling: give one"),
+    (["--port", "0"], "--port 0: expected 1..65535"),
+    (["--device", "cuda"], "--device cuda needs --gpus-per-replica > 0 (the replicas' GPUs)"),
+    (["--checkpoints", "/nonexistent/ckpt"], "--checkpoints /nonexistent/ckpt: not a directory"),
+])
+def test_bad_usage_exits_2_before_anything_starts(argv, message, capsys):
+    from jobs import serve as serve_job
+
+    assert serve_job.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
