@@ -132,7 +132,7 @@ def align_to_first(gray: list[np.ndarray], region: tuple | None = None) -> Align
     starting from the previous frame's fit, so motion larger than LK's search range is
     followed; RANSAC leaves the moving objects out as long as the background dominates."""
     first = gray[0]
-    corners = cv2.goodFeaturesToTrack(first, maxCorners=400, qualityLevel=0.01, minDistance=7)
+    corners = cv2.goodFeaturesToTrack(first, maxCorners=200, qualityLevel=0.01, minDistance=7)
     if corners is None or len(corners) < 8:
         return None
     p = corners.reshape(-1, 2).astype(np.float32)
@@ -145,7 +145,7 @@ def align_to_first(gray: list[np.ndarray], region: tuple | None = None) -> Align
             inside[:] = True
     for frame in gray[1:]:
         moved, status, _ = cv2.calcOpticalFlowPyrLK(
-            first, frame, p, guess.copy(), winSize=(21, 21), maxLevel=3,
+            first, frame, p, guess.copy(), winSize=(15, 15), maxLevel=3,
             flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
         ok = status.ravel() == 1
         if ok.sum() < 8:
