@@ -263,7 +263,7 @@ def load_pipeline(args, paths: dict, device: str):
 
 def read_inputs(args) -> dict:
     """The image, mask, points and prompt, checked against each other (before any model loads)."""
-    from model.points import DragInputError, parse_drag, validate_drag
+    from model.points import DragInputError, editable_region, parse_drag, validate_drag
     from schemas.dragbench import DragBenchError, load_sample
 
     if os.path.isdir(args.image):
@@ -286,7 +286,7 @@ def read_inputs(args) -> dict:
             raise UsageError(f"{' and '.join(missing)} required with an image file "
                              "(only a DragBench sample folder brings its own)")
         image = np.asarray(_open_image("--image", args.image).convert("RGB"))
-        mask = _read_mask(args.mask)
+        mask = editable_region(_open_image("--mask", args.mask))
         try:
             handles, targets = parse_drag(args.drag)
         except DragInputError as e:
@@ -312,16 +312,6 @@ def _open_image(flag: str, path: str) -> Image.Image:
             return im
     except Exception as e:  # PIL raises several unrelated types for bad files
         raise UsageError(f"{flag} {path}: not a readable image ({type(e).__name__}: {e})") from None
-
-
-def _read_mask(path: str) -> np.ndarray:
-    """uint8 0/255: nonzero (in any colour channel) = editable."""
-    im = _open_image("--mask", path)
-    if im.mode in ("1", "L", "I", "I;16", "F"):
-        editable = np.asarray(im) != 0
-    else:
-        editable = np.asarray(im.convert("RGB")).any(axis=2)
-    return np.where(editable, 255, 0).astype(np.uint8)
 
 
 # Each part's flag, and how a message names the part when it came from --checkpoints ROOT.

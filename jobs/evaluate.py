@@ -43,7 +43,6 @@ import tempfile
 
 from jobs.edit import (UsageError, positive_int, add_checkpoint_arguments, add_sampling_arguments,
                        checkpoint_paths, fetch_input, load_pipeline, resolve_device)
-from model.options import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipeline.tracking import BACKENDS
 from schemas import storage
 
@@ -232,10 +231,8 @@ def _evaluate(args, data: str) -> int:
 
 def resolved_defaults(args, pipe) -> dict:
     """The scheduler, steps and guidance the model's edits used (the defaults filled in)."""
-    scheduler = args.scheduler or ("lcm" if pipe.lcm else "ddim")
-    return {"scheduler": scheduler,
-            "steps": args.steps or DEFAULT_STEPS[scheduler],
-            "guidance": DEFAULT_GUIDANCE[scheduler] if args.guidance is None else args.guidance}
+    return dict(zip(("scheduler", "steps", "guidance"),
+                    pipe.sampling(args.scheduler, args.steps, args.guidance)))
 
 
 def _bench_data(args, data: str):

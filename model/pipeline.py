@@ -204,6 +204,19 @@ class DragEditPipeline:
 
     # --- editing ---------------------------------------------------------------------------
 
+    def sampling(self, scheduler: str | None = None, steps: int | None = None,
+                 guidance: float | None = None) -> tuple[str, int, float]:
+        """(scheduler, steps, guidance) an edit runs with, the defaults filled in: lcm when an
+        LCM-LoRA is fused, else ddim; that scheduler's DEFAULT_STEPS and DEFAULT_GUIDANCE."""
+        scheduler = scheduler or ("lcm" if self.lcm else "ddim")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if scheduler == "lcm" and not self.lcm:
+            raise ValueError("the LCM scheduler needs an LCM-LoRA fused into the backbone "
+                             "(load the pipeline with lcm_lora=...)")
+        return (scheduler, DEFAULT_STEPS[scheduler] if steps is None else steps,
+                DEFAULT_GUIDANCE[scheduler] if guidance is None else guidance)
+
     def run_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (w, h) an input of size=(w, h) runs at by default: the public release's rule
         (`schemas.coords.area_size`) for the model's resolution and size multiple."""
@@ -242,15 +255,9 @@ class DragEditPipeline:
         `resolution` is given). Input r's candidate k is seeded with its seed + k, as alone."""
         if not inputs:
             return []
-        scheduler = scheduler or ("lcm" if self.lcm else "ddim")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-        if scheduler == "lcm" and not self.lcm:
-            raise ValueError("the LCM scheduler needs an LCM-LoRA fused into the backbone "
-                             "(load the pipeline with lcm_lora=...)")
+        scheduler, steps, _ = self.sampling(scheduler, steps)
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        steps = DEFAULT_STEPS[scheduler] if steps is None else steps
         if steps < 1 or candidates < 1 or sequential < 1:
             raise ValueError("steps, candidates and sequential must be at least 1")
         prepared = [self._prepare(x, resolution) for x in inputs]
@@ -258,8 +265,7 @@ class DragEditPipeline:
         if any(p["res"] != res for p in prepared):
             raise ValueError("a batch of edits runs at one size: got "
                              f"{sorted({p['res'] for p in prepared})}")
-        guidance = [DEFAULT_GUIDANCE[scheduler] if x.guidance is None else float(x.guidance)
-                    for x in inputs]
+        guidance = [float(self.sampling(scheduler, steps, x.guidance)[2]) for x in inputs]
 
         started = time.perf_counter()
         n = len(inputs)

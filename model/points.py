@@ -14,7 +14,21 @@ from schemas.coords import round_to_pixel
 
 
 class DragInputError(ValueError):
-    """A drag edit's inputs are inconsistent; the message says which input and why."""
+    """A drag edit's inputs are inconsistent; the message says which input and why, and
+    `points` names the point list at fault ("handles" or "targets"), if one is."""
+
+    def __init__(self, message: str, points: str | None = None):
+        super().__init__(message)
+        self.points = points
+
+
+def editable_region(image) -> np.ndarray:
+    """A mask image (PIL) -> uint8 0/255 of its size: nonzero in any channel = editable."""
+    if image.mode in ("1", "L", "I", "I;16", "F"):
+        editable = np.asarray(image) != 0
+    else:
+        editable = np.asarray(image.convert("RGB")).any(axis=2)
+    return np.where(editable, 255, 0).astype(np.uint8)
 
 
 _NUMBER = r"\s*([-+0-9.eE]+)\s*"
@@ -50,10 +64,11 @@ def validate_drag(handles, targets, size: tuple[int, int], mask: np.ndarray | No
     targets = np.asarray(targets, dtype=np.float64).reshape(-1, 2)
     if len(handles) == 0 or len(targets) == 0:
         raise DragInputError(f"empty point list: {len(handles)} handles, {len(targets)} targets; "
-                             "a drag needs at least one handle->target pair")
+                             "a drag needs at least one handle->target pair",
+                             "handles" if len(handles) == 0 else "targets")
     if len(handles) != len(targets):
         raise DragInputError(f"{len(handles)} handles but {len(targets)} targets; "
-                             "every handle needs exactly one target")
+                             "every handle needs exactly one target", "targets")
     w, h = size
     if mask is not None and mask.shape[:2] != (h, w):
         raise DragInputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
@@ -61,13 +76,13 @@ def validate_drag(handles, targets, size: tuple[int, int], mask: np.ndarray | No
         try:
             pix = round_to_pixel(pts, (w, h))
         except ValueError as e:
-            raise DragInputError(f"{kind} {e}") from None
+            raise DragInputError(f"{kind} {e}", f"{kind}s") from None
         if mask is not None:
             for i, (x, y) in enumerate(pix):
                 if not mask[y, x]:
                     raise DragInputError(f"{kind} point {i} ({pts[i][0]:g}, {pts[i][1]:g}) is "
                                          "outside the mask; handles and targets must lie in "
-                                         "the editable region")
+                                         "the editable region", f"{kind}s")
     return handles, targets
 
 

@@ -134,16 +134,16 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
                                        float(np.hypot(*score_size)))
         verdict = filters.verdict(motion, fc)
         if verdict is None:
-            verdict = crop(p, motion, times[-1] - times[0])
+            verdict = crop(p, idx, motion, times[-1] - times[0])
         judged.append((verdict, motion))
         return verdict
 
-    def crop(p, motion: filters.Motion, duration: float) -> str | None:
+    def crop(p, idx: list[int], motion: filters.Motion, duration: float) -> str | None:
         """Makes a passing candidate's crops, aligned to its first frame when the camera
         moved them by more than ALIGN_MIN_PX; a filter reason when the aligned frames show
         nothing moving inside the crop, when a moving camera cannot be followed, or when it
         took the crop out of view."""
-        box, idx = plans[p][0], sorted(set(plans[p][1]))
+        box = plans[p][0]
         transforms = dict.fromkeys(idx)
         moving_camera = motion.camera > fc.camera_threshold
         if fc.align_camera:

@@ -70,6 +70,8 @@ class DragEditService:
         self.edit_batched.set_max_batch_size(max_batch_size)
         self.edit_batched.set_batch_wait_timeout_s(batch_wait_s)
         self.batch_sizes: collections.Counter = collections.Counter()
+        with open(UI_PAGE, encoding="utf-8") as f:
+            self.ui_page = f.read()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def edit_batched(self, requests: list) -> list:
@@ -88,8 +90,7 @@ class DragEditService:
 
     @api.get("/", response_class=HTMLResponse)
     def page(self) -> str:
-        with open(UI_PAGE, encoding="utf-8") as f:
-            return f.read()
+        return self.ui_page
 
     @api.post("/v1/edit")
     async def edit(self, request: Request) -> dict:
@@ -112,9 +113,9 @@ class DragEditService:
         if image is None:
             raise RequestError("image", "missing: upload a PNG or JPEG file")
         values = {k: v for k, v in form.items() if k in FORM_FIELDS}
-        if any(not isinstance(v, str) for v in values.values()):
-            bad = next(k for k, v in values.items() if not isinstance(v, str))
-            raise RequestError(bad, "expected a text field, got a file")
+        for name, value in values.items():
+            if not isinstance(value, str):
+                raise RequestError(name, "expected a text field, got a file")
         parsed = read_request(image, await _upload(form, "mask"), values, self.limits,
                               self.editor.lcm)
         response = await self.edit_batched(parsed)

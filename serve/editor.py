@@ -7,13 +7,12 @@ Ray and FastAPI: the service's replicas hold one Editor each, and tests drive it
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from serve.request import EditRequest, Settings, resolved
+from serve.request import EditRequest
 
 
 @dataclass
@@ -60,13 +59,14 @@ class Editor:
                 "size_multiple": self.pipe.size_multiple, "device": str(self.pipe.device),
                 "dtype": self.dtype_name, "fusion": self.pipe.model.fusion,
                 "schedulers": ["ddim", "lcm"] if self.lcm else ["ddim"],
-                "default_scheduler": "lcm" if self.lcm else "ddim"}
+                "default_scheduler": self.pipe.sampling()[0]}
 
     def batch_key(self, request: EditRequest) -> tuple:
         """What edits must share to run in one backbone batch."""
         h, w = request.image.shape[:2]
-        s = resolved(request.settings, self.lcm)
-        return (self.pipe.run_size((w, h)), s.scheduler, s.steps, s.schedule, s.candidates,
+        s = request.settings
+        scheduler, steps, _ = self.pipe.sampling(s.scheduler, s.steps)
+        return (self.pipe.run_size((w, h)), scheduler, steps, s.schedule, s.candidates,
                 s.sequential, s.keep_unmasked, s.resize_back)
 
     def edit_many(self, requests: list[EditRequest]) -> list[EditResponse]:
@@ -77,8 +77,7 @@ class Editor:
             groups.setdefault(self.batch_key(r), []).append(i)
         responses: list[EditResponse | None] = [None] * len(requests)
         for members in groups.values():
-            s = resolved(requests[members[0]].settings, self.lcm)
-            started = time.perf_counter()
+            s = requests[members[0]].settings
             results = self.pipe.edit_batch(
                 [DragInput(requests[i].image, requests[i].mask, requests[i].handles,
                            requests[i].targets, requests[i].settings.prompt,
@@ -87,20 +86,13 @@ class Editor:
                 steps=s.steps, schedule=s.schedule, candidates=s.candidates,
                 sequential=s.sequential, scheduler=s.scheduler,
                 resize_back=s.resize_back, keep_unmasked=s.keep_unmasked)
-            seconds = time.perf_counter() - started
             for i, result in zip(members, results):
-                own = resolved(requests[i].settings, self.lcm)
                 responses[i] = EditResponse(
                     images=[png_bytes(im) for im in result.images], size=result.size,
                     handles=np.asarray(result.handles).tolist(),
                     targets=np.asarray(result.targets).tolist(),
-                    settings={**own.__dict__, "guidance": result.guidance,
+                    settings={**requests[i].settings.__dict__, "scheduler": result.scheduler,
+                              "steps": result.steps, "guidance": result.guidance,
                               "resolution": list(result.resolution)},
-                    seconds=seconds, batch_size=len(members))
+                    seconds=result.seconds, batch_size=len(members))
         return responses
-
-    def edit(self, request: EditRequest) -> EditResponse:
-        return self.edit_many([request])[0]
-
-
-__all__ = ["EditResponse", "Editor", "Settings", "png_bytes"]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from model.options import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, SCHEDULES
+from model.options import SCHEDULERS, SCHEDULES
+from model.points import DragInputError, editable_region, validate_drag
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 
@@ -99,13 +100,7 @@ def read_mask(data: bytes | None, size: tuple[int, int], limits: Limits) -> np.n
     if image.size != (w, h):
         raise RequestError("mask", f"{image.size[0]}x{image.size[1]}, but the image is {w}x{h}: "
                                    "the mask must have the image's size")
-    if image.mode in ("1", "L", "I", "I;16", "F"):
-        editable = np.asarray(image) != 0
-    elif "A" in image.getbands():   # a painted layer: what is painted is editable
-        editable = np.asarray(image.getchannel("A")) != 0
-    else:
-        editable = np.asarray(image.convert("RGB")).any(axis=2)
-    return np.where(editable, 255, 0).astype(np.uint8)
+    return editable_region(image)
 
 
 def read_points(name: str, text: str | None, limits: Limits) -> np.ndarray:
@@ -126,22 +121,6 @@ def read_points(name: str, text: str | None, limits: Limits) -> np.ndarray:
     if len(value) > limits.max_points:
         raise RequestError(name, f"{len(value)} points, over the limit of {limits.max_points}")
     return np.asarray(value, dtype=np.float64)
-
-
-def check_points(handles: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> None:
-    if len(handles) != len(targets):
-        raise RequestError("targets", f"{len(targets)} targets for {len(handles)} handles: "
-                                      "every handle needs exactly one target")
-    h, w = mask.shape
-    for name, points in (("handles", handles), ("targets", targets)):
-        for i, (x, y) in enumerate(points):
-            # pixel centres at integers: a pixel spans [-0.5, w - 0.5)
-            if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
-                raise RequestError(name, f"point {i} ({x:g}, {y:g}) is outside the {w}x{h} "
-                                         "image")
-            if not mask[int(math.floor(y + 0.5)), int(math.floor(x + 0.5))]:
-                raise RequestError(name, f"point {i} ({x:g}, {y:g}) is outside the mask: "
-                                         "handles and targets must lie in the editable region")
 
 
 def _number(name: str, value, kind, low, high):
@@ -202,15 +181,10 @@ def read_request(image: bytes, mask: bytes | None, form: dict, limits: Limits,
     editable = read_mask(mask, source.size, limits)
     handles = read_points("handles", form.get("handles"), limits)
     targets = read_points("targets", form.get("targets"), limits)
-    check_points(handles, targets, editable)
+    try:
+        validate_drag(handles, targets, source.size, editable > 0)
+    except DragInputError as e:
+        raise RequestError(e.points or "handles", str(e)) from None
     settings = read_settings(form, limits, lcm_available)
     return EditRequest(rgb, editable, handles, targets, settings)
 
-
-def resolved(settings: Settings, lcm_loaded: bool) -> Settings:
-    """The settings with the scheduler's defaults filled in (what the edit runs with)."""
-    scheduler = settings.scheduler or ("lcm" if lcm_loaded else "ddim")
-    return Settings(**{**settings.__dict__, "scheduler": scheduler,
-                       "steps": settings.steps or DEFAULT_STEPS[scheduler],
-                       "guidance": DEFAULT_GUIDANCE[scheduler] if settings.guidance is None
-                       else settings.guidance})

@@ -30,21 +30,25 @@ MASK = np.zeros((40, 50), bool)
 MASK[5:35, 10:45] = True
 
 
-@pytest.mark.parametrize("handles, targets, mask, message", [
+@pytest.mark.parametrize("handles, targets, mask, message, points", [
     ([], [], MASK, "empty point list: 0 handles, 0 targets; a drag needs at least one "
-                   "handle->target pair"),
+                   "handle->target pair", "handles"),
     ([[20, 20]], [[30, 20], [31, 20]], MASK, "1 handles but 2 targets; every handle needs "
-                                             "exactly one target"),
-    ([[20, 20]], [[30, 20]], np.ones((50, 40), bool), "mask is 40x50 but the image is 50x40"),
-    ([[20, 20]], [[50, 20]], MASK, "target point 0 (x=50, y=20) outside the 50x40 image"),
+                                             "exactly one target", "targets"),
+    ([[20, 20]], [[30, 20]], np.ones((50, 40), bool), "mask is 40x50 but the image is 50x40",
+     None),
+    ([[20, 20]], [[50, 20]], MASK, "target point 0 (x=50, y=20) outside the 50x40 image",
+     "targets"),
     ([[20, 20], [12, 3]], [[30, 20], [30, 21]], MASK,
      "handle point 1 (12, 3) is outside the mask; handles and targets must lie in the "
-     "editable region"),
+     "editable region", "handles"),
 ])
-def test_validate_drag_errors(handles, targets, mask, message):
+def test_validate_drag_errors(handles, targets, mask, message, points):
+    """The message, and the point list at fault (what the service names as the bad field)."""
     with pytest.raises(DragInputError) as e:
         validate_drag(handles, targets, (50, 40), mask)
     assert str(e.value) == message
+    assert e.value.points == points
 
 
 def test_validate_drag_accepts_points_on_the_mask_edge():
