@@ -13,10 +13,13 @@ from pipeline import synthetic
 from pipeline.config import PipelineConfig
 from pipeline.plan import Unit, video_id
 from pipeline.stages import LocalRun
+from pipeline.tracking import make_tracker
 from pipeline.video import prepare_video
 from schemas import coords
+from schemas.sample import decode_sample, encode_sample
 from schemas.shard import read_shard
 from schemas.validate import validate_shard
+from tests.pipeline.video_stages import through_the_stages
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +124,25 @@ def test_manifests_agree_with_shard(built):
     assert sorted(v["source_uri"] for v in videos) == sorted(r["source_uri"] for r in rows.values())
 
 
-def test_a_moving_camera_is_undone_and_the_object_motion_kept(local, tmp_path):
+def test_a_moving_camera_is_undone_and_the_object_motion_kept(tmp_path, capsys):
     """`follow` clips: the camera pans 1.5 px/frame right and 0.5 down while an object moves
     1.75 and 0.75 in the frame. Targets are aligned to the source's background: the stored
     transform is the true camera motion undone, and the drags are the object's motion
-    relative to the scene, to the standard set's accuracy. Without alignment, filtered."""
-    paths = []
+    relative to the scene, to the standard set's accuracy. Without alignment, filtered.
+    Seeded as given (a unit run seeds a clip from its temporary path: about 1 run in 12 drew
+    only windows the camera takes out of view for one clip)."""
+    cfg = PipelineConfig()
+    tracker = make_tracker(cfg.track)
+    paths, samples = [], []
     for seed in (0, 1):
         path = str(tmp_path / f"follow-{seed}.mp4")
         synthetic.make_clip(synthetic.ClipSpec(name=f"follow-{seed}", kind="follow", seed=seed,
                                                pan_velocity=(1.5, 0.5)), path)
         paths.append(path)
-    rows = local.run(Unit("pairs-000000", "files", tuple(paths)), str(tmp_path / "out"))
-    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["num_pairs"] for r in rows)
-    samples = read_shard(str(tmp_path / "out" / "pairs-000000.tar"))
-    errors = []
+        row, written = through_the_stages(path, f"follow-{seed}", cfg, seed, tracker)
+        assert row["status"] == "ok" and written, row
+        samples += [decode_sample(encode_sample(s, "jpg")) for s in written]   # as stored
+    errors, corner_errors = [], []
     for s in samples:
         gt, _, expected = stored_truth(s)
         m = s.meta
@@ -146,7 +153,13 @@ def test_a_moving_camera_is_undone_and_the_object_motion_kept(local, tmp_path):
         assert np.abs(truth[:, 2]).max() > 5          # the camera moved between t0 and t1
         np.testing.assert_allclose(coords.apply_affine(corners, stored),
                                    coords.apply_affine(corners, truth), atol=0.2)
+        corner_errors.append(np.abs(coords.apply_affine(corners, stored)
+                                    - coords.apply_affine(corners, truth)).max())
         errors += list(np.linalg.norm(expected - s.target_points, axis=1))
+    with capsys.disabled():
+        print(f"\nfollow clips, {len(samples)} aligned pairs: camera motion at the crop corners "
+              f"off by {max(corner_errors):.3f} px at most; drags {len(errors)} points, median "
+              f"{np.median(errors):.3f} px, p90 {np.percentile(errors, 90):.3f} px")
     assert np.median(errors) <= 1.0 and np.percentile(errors, 90) <= 2.0, errors
 
     unaligned = PipelineConfig()

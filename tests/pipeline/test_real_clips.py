@@ -16,9 +16,9 @@ import pytest
 
 from bench.pipeline import real_clips
 from pipeline.config import PipelineConfig
-from pipeline.plan import video_id
-from pipeline.tracking import grid_queries, make_tracker
-from pipeline.video import finish_video, prepare_video
+from pipeline.tracking import make_tracker
+from pipeline.video import prepare_video
+from tests.pipeline.video_stages import through_the_stages
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +56,9 @@ def test_pairs_written_from_real_clips_have_their_masks_on_what_moved(clips, see
     (the pairs whose tracks lost what moved are dropped, not written)."""
     cfg = PipelineConfig()
     tracker = make_tracker(cfg.track)
-    size = cfg.output.resolution
     status, samples = {}, []
     for name, path in clips.items():
-        video = prepare_video(path, path, video_id(name), cfg, seed)
-        if not video.pairs:
-            status[name] = video.row["status"]
-            continue
-        queries = np.repeat(grid_queries(size, size, cfg.track.grid_size)[None],
-                            len(video.pairs), axis=0)
-        tracks, visible = tracker.track(np.stack([p.frames for p in video.pairs]), queries)
-        row, written = finish_video(video, tracks, visible, cfg, tracker.name, tracker.version)
+        row, written = through_the_stages(path, name, cfg, seed, tracker)
         status[name] = row["status"]
         samples += written
     assert status["carphone_pristine"] == "ok", status
