@@ -9,7 +9,8 @@ All scores are stored in the manifest so a rebuild can change thresholds.
 - Motion: sparse Lucas-Kanade flow between probe frames of a pair window (whole frames); a
   similarity transform fitted with RANSAC explains the camera; what it leaves (the residual)
   is object motion. Both are expressed per second as a fraction of the frame diagonal, so
-  they do not depend on resolution or on the probes' spacing.
+  they do not depend on resolution or on the probes' spacing. The fits chained along the
+  probes are the camera's path over the window.
 - Alignment: a window that passes is fitted frame by frame to its first frame's background
   (`align_to_first`: LK from the first frame's corners, a similarity fitted with RANSAC per
   frame); where the camera moved, its frames are aligned (pipeline.video), so what the tracker
@@ -22,11 +23,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from schemas import coords
+
 
 @dataclass(frozen=True)
 class Motion:
     object: float         # per second, fraction of the frame diagonal
     camera: float
+    path: tuple = ()      # per probe frame, the 2x3 camera transform from the window's first
+                          # frame's pixels to that frame's (judged frames' pixels); empty
+                          # when some probe could not be fitted
 
 
 def histogram_distances(frames: list[np.ndarray], bins: int = 16) -> np.ndarray:
@@ -66,8 +72,11 @@ def probe_pairs(times: list[float], min_interval_s: float) -> list[tuple[int, in
     return pairs or [(0, len(times) - 1)]
 
 
-def _pair_motion(prev: np.ndarray, nxt: np.ndarray) -> tuple[float, float] | None:
-    """(object, camera) displacement in pixels between two gray frames, or None."""
+def _pair_motion(prev: np.ndarray, nxt: np.ndarray, region: tuple | None = None
+                 ) -> tuple[float, float, np.ndarray] | None:
+    """(object, camera) displacement in pixels between two gray frames and the camera's 2x3
+    similarity (prev's pixels -> nxt's), or None. Object motion is measured on the corners
+    inside `region` (x0, y0, w, h) of prev (the whole frame when fewer than 8 are)."""
     pts = cv2.goodFeaturesToTrack(prev, maxCorners=150, qualityLevel=0.01, minDistance=5)
     if pts is None or len(pts) < 8:
         return None
@@ -83,23 +92,50 @@ def _pair_motion(prev: np.ndarray, nxt: np.ndarray) -> tuple[float, float] | Non
     predicted = p @ model[:, :2].T + model[:, 2]
     camera = float(np.median(np.linalg.norm(predicted - p, axis=1)))
     residual = np.linalg.norm(q - predicted, axis=1)
+    if region is not None:
+        inside = _inside(p, region)
+        if inside.sum() >= 8:
+            residual = residual[inside]
     # Objects may be small: a high percentile of the residual, not its median.
-    return float(np.percentile(residual, 95)), camera
+    return float(np.percentile(residual, 95)), camera, model
+
+
+def _inside(points: np.ndarray, region: tuple) -> np.ndarray:
+    x0, y0, w, h = region
+    return (points[:, 0] >= x0) & (points[:, 0] < x0 + w) & (points[:, 1] >= y0) \
+        & (points[:, 1] < y0 + h)
 
 
 def window_motion(gray: list[np.ndarray], times: list[float], probes: list[tuple[int, int]],
                   px_per_diagonal: float) -> Motion:
     """Object and camera motion of a window from its probe pairs of gray frames (timestamps
     in seconds): the mean object motion and the median camera motion over the probes, in
-    `px_per_diagonal` units of the frames' pixels per second."""
-    measured = [(m[0] / dt, m[1] / dt) for j, k in probes
-                if (dt := times[k] - times[j]) > 0
-                and (m := _pair_motion(gray[j], gray[k])) is not None]
+    `px_per_diagonal` units of the frames' pixels per second; the camera's path along the
+    probes when they are chained from the first frame (as `probe_pairs` places them)."""
+    measured, path, last = [], [], 0
+    for j, k in probes:
+        m = _pair_motion(gray[j], gray[k]) if times[k] > times[j] else None
+        if m is None:
+            path = None
+            continue
+        measured.append((m[0] / (times[k] - times[j]), m[1] / (times[k] - times[j])))
+        if path is not None and j == last:
+            path.append(coords.compose_affines(m[2], path[-1] if path else coords.IDENTITY))
+            last = k
+        else:
+            path = None
     if not measured:
         return Motion(0.0, 0.0)
     obj, cam = np.array(measured).T
     return Motion(float(np.mean(obj)) / px_per_diagonal,
-                  float(np.median(cam)) / px_per_diagonal)
+                  float(np.median(cam)) / px_per_diagonal, tuple(path or ()))
+
+
+def region_motion(first: np.ndarray, last: np.ndarray, region: tuple) -> float | None:
+    """The object motion (pixels, a high percentile of what the camera's fit leaves) between
+    two gray frames, on the corners inside `region` of the first; None when unknown."""
+    m = _pair_motion(first, last, region)
+    return None if m is None else m[0]
 
 
 def verdict(motion: Motion, cfg) -> str | None:
@@ -139,8 +175,7 @@ def align_to_first(gray: list[np.ndarray], region: tuple | None = None) -> Align
     fits, guess, residual = [np.eye(2, 3)], p.copy(), 0.0
     inside = np.ones(len(p), bool)
     if region is not None:
-        x0, y0, rw, rh = region
-        inside = (p[:, 0] >= x0) & (p[:, 0] < x0 + rw) & (p[:, 1] >= y0) & (p[:, 1] < y0 + rh)
+        inside = _inside(p, region)
         if inside.sum() < 8:
             inside[:] = True
     for frame in gray[1:]:

@@ -14,8 +14,10 @@ the video into shots: encoders start a group of pictures at every cut they detec
 pairs are drawn inside the shots, and each candidate's window (the `track.num_frames` frames
 from t0 to t1, decoded anyway for its crops) is judged on its own whole frames: a cut inside
 it (which a fixed-interval encoder does not mark), camera motion, no object motion. A
-window that passes is aligned to its first frame's background where the camera moved (the
-pair then teaches the objects' motion) and judged again there, inside its crop. The
+window that passes is judged again inside its crop: where the camera held still (its path on
+the thumbnails moves the crop less than ALIGN_MIN_PX), on the thumbnails; elsewhere the window
+is aligned to its first frame's background (the pair then teaches the objects' motion) and
+judged on the aligned frames. The
 candidates' windows are decoded in one forward pass, each judged as soon as it is complete,
 only until enough pass (so a video's pairs lean to its earlier candidates; the candidates
 themselves are drawn uniformly). Every candidate is judged before a video is filtered: giving
@@ -107,8 +109,8 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     diagonal = float(np.hypot(w, h))
     # Windows are judged on whole frames at the scoring size: in a crop, a large moving
     # object can outweigh the background and pass for the camera.
-    scale = dc.score_size / min(w, h)
-    score_size = (max(16, round(w * scale)), max(16, round(h * scale)))
+    thumb_scale = dc.score_size / min(w, h)
+    score_size = (max(16, round(w * thumb_scale)), max(16, round(h * thumb_scale)))
     probe_interval_s = 1.0 / dc.score_fps
     chosen: dict = {}
     judged: list[tuple[str | None, filters.Motion | None]] = []   # in the order judged
@@ -134,11 +136,12 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
                                        float(np.hypot(*score_size)))
         verdict = filters.verdict(motion, fc)
         if verdict is None:
-            verdict = crop(p, idx, motion, times[-1] - times[0])
+            verdict = crop(p, idx, motion, gray, times[-1] - times[0])
         judged.append((verdict, motion))
         return verdict
 
-    def crop(p, idx: list[int], motion: filters.Motion, duration: float) -> str | None:
+    def crop(p, idx: list[int], motion: filters.Motion, gray: list[np.ndarray],
+             duration: float) -> str | None:
         """Makes a passing candidate's crops, aligned to its first frame when the camera
         moved them by more than ALIGN_MIN_PX; a filter reason when the aligned frames show
         nothing moving inside the crop, when a moving camera cannot be followed, or when it
@@ -147,12 +150,24 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         transforms = dict.fromkeys(idx)
         moving_camera = motion.camera > fc.camera_threshold
         if fc.align_camera:
-            fits, residual = align_window([frames[i] for i in idx], box)
-            if not fits and moving_camera:
-                return "camera-motion"
-            # the objects' own motion, measured again on the aligned frames inside the crop
-            # (finer than the thumbnails, and where the pair is): what moved may all have
-            # been the camera, or outside the crop, or too little for a drag to be tracked
+            # the objects' own motion, measured again inside the crop, where the pair is:
+            # what moved may all have been the camera, or outside the crop, or too little
+            # for a drag to be tracked. A camera the thumbnails saw hold still (its path
+            # moves the crop's corners less than ALIGN_MIN_PX) needs no alignment, and
+            # the thumbnails measure that; otherwise the window is aligned (finer, and
+            # the aligned frames measure it).
+            in_thumbs = None
+            if not moving_camera and motion.path and crop_shift(
+                    [coords.rescale_affine(coords.invert_affine(a), score_size, (w, h))
+                     for a in motion.path], box) <= ALIGN_MIN_PX:
+                in_thumbs = filters.region_motion(gray[0], gray[-1],
+                                                  tuple(v * thumb_scale for v in box))
+            if in_thumbs is not None:
+                fits, residual = [], in_thumbs / thumb_scale
+            else:
+                fits, residual = align_window([frames[i] for i in idx], box)
+                if not fits and moving_camera:
+                    return "camera-motion"
             if residual / diagonal / duration < fc.static_threshold \
                     or residual * res / box[2] < cfg.points.min_motion_px:
                 return "camera-motion" if moving_camera else "static"
@@ -175,7 +190,7 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     thumbs, frames, crops = {}, {}, {}
     wanted_frames = {i for _, idx in plans.values() for i in idx}
     for i, frame in reader.read(wanted_frames, chunk=cfg.track.num_frames):
-        thumbs[i], frames[i] = cv2.resize(frame, score_size, interpolation=cv2.INTER_AREA), frame
+        thumbs[i], frames[i] = thumbnail(frame, score_size), frame
         for p in ends.get(i, []):
             if len(chosen) < wanted_pairs and judge(p) is None:
                 chosen[p] = crops.pop(p)
@@ -204,6 +219,19 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
         clips.append(PairClip(k, t0, t1, box, np.stack([crops_of[i][0] for i in idx]),
                               coords.IDENTITY if moved is None else moved))
     return PreparedVideo(row, clips)
+
+
+def thumbnail(frame: np.ndarray, size: tuple) -> np.ndarray:
+    """An area-averaged downscale to `size`: by a whole factor first (OpenCV's fast area path;
+    its general one costs about ten times more per frame), the rest, under 2x, bilinear. The
+    up to factor - 1 pixels cut from the right and bottom edges to make the factor whole
+    are nothing a judgement needs."""
+    h, w = frame.shape[:2]
+    k = int(min(w / size[0], h / size[1]))
+    if k >= 2:
+        frame = cv2.resize(frame[:h - h % k, :w - w % k], (w // k, h // k),
+                           interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
 
 
 ALIGN_SIZE = 360   # short side windows are aligned at, at most (finer costs more, gains little)

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 
 from pipeline.config import FilterConfig
-from pipeline.filters import Motion, align_to_first, probe_pairs, shots, verdict, window_motion
+from pipeline.filters import (Motion, align_to_first, probe_pairs, region_motion, shots, verdict,
+                              window_motion)
+from pipeline.video import thumbnail
 from schemas import coords
 
 
@@ -46,6 +48,14 @@ def test_window_motion_separates_camera_from_objects():
     diag = np.hypot(w, h)
     m = window_motion(pan, times, [(0, 1), (1, 2)], diag)
     assert abs(m.camera - 4 / 0.25 / diag) < 0.2 * 4 / 0.25 / diag and m.object < m.camera
+    # the camera's path from the first frame: the view slid 4 then 8 px left
+    assert len(m.path) == 2
+    for k, step in enumerate(m.path, start=1):
+        np.testing.assert_allclose(step, [[1, 0, -4 * k], [0, 1, 0]], atol=0.05)
+    # probes not chained from the first frame, or one that cannot be fitted: no path
+    assert window_motion(pan, times, [(0, 1), (0, 2)], diag).path == ()
+    flat = [np.full((h, w), 128, np.uint8)] + pan[1:]
+    assert window_motion(flat, times, [(0, 1), (1, 2)], diag).path == ()
     # object: a patch moves 6 px per probe over a still background
     still = big[40:40 + h, 40:40 + w]
     frames = []
@@ -55,6 +65,41 @@ def test_window_motion_separates_camera_from_objects():
         frames.append(f)
     m = window_motion(frames, times, [(0, 1), (1, 2)], diag)
     assert m.camera < 0.5 / 0.25 / diag and m.object > 4 / 0.25 / diag
+
+
+def test_region_motion_measures_the_objects_inside_the_region_only():
+    """A patch moves 6 px over a still background: inside a region around it the residual is
+    its motion; in a region elsewhere, nothing moved."""
+    big = _textured(seed=2)
+    w, h = 160, 120
+    still = big[40:40 + h, 40:40 + w]
+    moved = still.copy()
+    moved[40:80, 36:76] = big[:40, :40]
+    first = still.copy()
+    first[40:80, 30:70] = big[:40, :40]
+    around = region_motion(first, moved, (20, 30, 60, 60))
+    assert 4 < around < 8, around
+    assert region_motion(first, moved, (100, 0, 60, 120)) < 0.5
+    assert region_motion(np.full((h, w), 9, np.uint8), moved, (0, 0, w, h)) is None
+
+
+def test_thumbnail_is_an_area_average():
+    """The fast thumbnail (whole-factor area average, then bilinear) stays within a grey level
+    or two of OpenCV's exact area resampling; a frame not divisible by the factor loses only
+    its last few columns and rows."""
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (360, 640, 3), dtype=np.uint8), (0, 0), 3)
+    frame = cv2.normalize(frame, None, 0, 255, cv2.NORM_MINMAX)      # grey levels' std ~28
+    for (w, h), size, used in [((640, 360), (228, 128), (640, 360)),
+                               ((640, 272), (301, 128), (640, 272)),
+                               ((176, 144), (156, 128), (176, 144)),
+                               ((1280, 720), (228, 128), (1280, 720)),
+                               ((1283, 721), (228, 128), (1280, 720))]:
+        f = cv2.resize(frame, (w, h))
+        t = thumbnail(f, size)
+        assert t.shape == (size[1], size[0], 3) and t.dtype == np.uint8
+        exact = cv2.resize(f[:used[1], :used[0]], size, interpolation=cv2.INTER_AREA)
+        assert np.abs(t.astype(int) - exact).mean() < 1.5, (w, h)
 
 
 def test_verdicts():

@@ -14,7 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.plan import Unit, video_id
 from pipeline.stages import LocalRun
 from pipeline.tracking import make_tracker
-from pipeline.video import prepare_video
+from pipeline.video import ALIGN_MIN_PX, prepare_video
 from schemas import coords
 from schemas.sample import decode_sample, encode_sample
 from schemas.shard import read_shard
@@ -167,6 +167,29 @@ def test_a_moving_camera_is_undone_and_the_object_motion_kept(tmp_path, capsys):
     for seed, path in enumerate(paths):
         row = prepare_video(path, path, "v", unaligned, seed).row
         assert row["status"] == "filtered:camera-motion", row
+
+    # A camera drifting slower than filter.camera_threshold (0.085 px/frame, 2 px/s) is still
+    # undone wherever it moved a crop's corners by more than ALIGN_MIN_PX.
+    path = str(tmp_path / "drift.mp4")
+    synthetic.make_clip(synthetic.ClipSpec(name="drift", kind="follow", seed=2,
+                                           pan_velocity=(0.08, 0.03)), path)
+    row, written = through_the_stages(path, "drift", cfg, 2, tracker)
+    assert row["status"] == "ok" and row["camera_score"] < cfg.filter.camera_threshold, row
+    aligned = 0
+    for s in written:
+        gt, m = synthetic.load_ground_truth(path), s.meta
+        stored = np.reshape(m["target_transform"], (2, 3))
+        truth = coords.invert_affine(gt.camera_transform(m["frame_t0"], m["frame_t1"]))
+        corners = [[m["crop_x"], m["crop_y"]],
+                   [m["crop_x"] + m["crop_w"], m["crop_y"] + m["crop_h"]]]
+        moved = np.abs(coords.apply_affine(corners, truth) - corners).max()
+        if np.allclose(stored, coords.IDENTITY):
+            assert moved < ALIGN_MIN_PX + 0.2, (moved, m)
+        else:
+            aligned += 1
+            np.testing.assert_allclose(coords.apply_affine(corners, stored),
+                                       coords.apply_affine(corners, truth), atol=0.2)
+    assert aligned, written
 
 
 def test_same_unit_twice_gives_identical_bytes(built, local, tmp_path):
