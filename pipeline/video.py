@@ -143,9 +143,9 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     def crop(p, idx: list[int], motion: filters.Motion, gray: list[np.ndarray],
              duration: float) -> str | None:
         """Makes a passing candidate's crops, aligned to its first frame when the camera
-        moved them by more than ALIGN_MIN_PX; a filter reason when the aligned frames show
-        nothing moving inside the crop, when a moving camera cannot be followed, or when it
-        took the crop out of view."""
+        moved them by more than ALIGN_MIN_PX; a filter reason when nothing moves inside the
+        crop (on the thumbnails where the camera held still, else on the aligned frames),
+        when a moving camera cannot be followed, or when it took the crop out of view."""
         box = plans[p][0]
         transforms = dict.fromkeys(idx)
         moving_camera = motion.camera > fc.camera_threshold
@@ -153,7 +153,7 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
             # the objects' own motion, measured again inside the crop, where the pair is:
             # what moved may all have been the camera, or outside the crop, or too little
             # for a drag to be tracked. A camera the thumbnails saw hold still (its path
-            # moves the crop's corners less than ALIGN_MIN_PX) needs no alignment, and
+            # moves the crop's corners by at most ALIGN_MIN_PX) needs no alignment, and
             # the thumbnails measure that; otherwise the window is aligned (finer, and
             # the aligned frames measure it).
             in_thumbs = None
