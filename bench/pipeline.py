@@ -11,15 +11,15 @@ Each round, back to back (order alternating between rounds, so drift hits both s
             own process so its memory peak is its own.
   pipeline  what the Ray workers do, without Ray: the stages of `pipeline.stages`, set up
             once by `LocalRun` and timed one by one: prepare (through the IsolatedRunner:
-            probe, shots from keyframes, pair windows decoded and judged), track (built-in
-            LK) and finish (points, mask, shard write), all files in one `Unit`, default
+            open and index, shots from keyframes, pair windows decoded and judged), track
+            (built-in LK) and finish (points, mask, shard write), all files in one `Unit`, default
             `PipelineConfig()`.
 "CPU stages" = prepare + finish/write; tracking is reported on its own. The headline ratio is
 pipeline CPU-stage videos/s / bare-decode videos/s (median over rounds; goal >= 2.0 on
 short clips, >= 4 on long ones).
 One warm-up round (untimed) starts the decoder process and fills the page cache first.
 
-After the rounds, one diagnostic pass times `probe` and `prepare_video` per video in this
+After the rounds, one diagnostic pass times opening and `prepare_video` per video in this
 process, next to that video's bare decode.
 
 --with-ray also times `python -m jobs.build_pairs` end to end as a subprocess (Ray start-up
@@ -226,9 +226,10 @@ def run_pipeline(unit, local, out_root: str) -> dict:
 
 
 def diagnose(paths, cfg, infos) -> list[dict]:
-    """Per video, in this process: probe time and the whole prepare_video time."""
+    """Per video, in this process: opening it (metadata and keyframe index) and the whole
+    prepare_video (which opens it again)."""
     from pipeline import plan
-    from pipeline.decode import probe
+    from pipeline.decode import Video
     from pipeline.video import prepare_video
     from pipeline.sampling import seed_for
 
@@ -237,13 +238,13 @@ def diagnose(paths, cfg, infos) -> list[dict]:
         vid = plan.video_id(path)
         t0 = time.perf_counter()
         try:
-            probe(path)
+            Video(path).close()
             t1 = time.perf_counter()
             row = prepare_video(path, path, vid, cfg, seed_for(cfg.seed, vid)).row
         except Exception as e:  # noqa: BLE001 - a failing input is a row, not a crash
             t1 = t0
             row = dict(decoded_frames=0, status=f"failed:{type(e).__name__}: {e}")
-        result.append(dict(name=info["name"], probe_s=t1 - t0,
+        result.append(dict(name=info["name"], open_s=t1 - t0,
                            prepare_s=time.perf_counter() - t1,
                            frames=row["decoded_frames"] or 0, status=row["status"]))
     return result
@@ -431,7 +432,7 @@ def main(argv=None) -> int:
       f"| {decoded / pairs:.1f} |"
       if pairs else f"| pipeline CPU stages | {med(c_s):.2f} | {n_videos / med(c_s):.2f} "
       "| 0 | - | - |")
-    w(f"| - prepare (probe, pair windows decoded, judged and cropped) | {med(p_s):.2f} "
+    w(f"| - prepare (open and index, pair windows decoded, judged and cropped) | {med(p_s):.2f} "
       f"({spread(p_s)}) | {n_videos / med(p_s):.2f} | | | |")
     w(f"| - finish/write (points, mask, JPEG, tar, parquet) | {med(f_s):.3f} "
       f"({spread(f_s)}) | | | | |")
@@ -461,13 +462,13 @@ def main(argv=None) -> int:
     w("")
     w("Per video (diagnostic pass in-process, one run; bare = median over rounds):")
     w("")
-    w("| video | size | frames | GOPs | bare s | probe s | prepare_video s | frames decoded "
+    w("| video | size | frames | GOPs | bare s | open s | prepare_video s | frames decoded "
       "| status |")
     w("|---|---|---|---|---|---|---|---|---|")
     for k, (info, d) in enumerate(zip(infos, diag)):
         bare = med([r["baseline_per_file"][k] for r in rounds])
         w(f"| {info['name']} | {info['width']}x{info['height']}@{info['fps']:.4g} | "
-          f"{info['frames']} | {len(info['keyframes'])} | {bare:.3f} | {d['probe_s']:.3f} | "
+          f"{info['frames']} | {len(info['keyframes'])} | {bare:.3f} | {d['open_s']:.3f} | "
           f"{d['prepare_s']:.3f} | {d['frames']} | {d['status']} |")
     table = "\n".join(lines)
     print(table)

@@ -30,7 +30,7 @@ __all__ = ["ConfigError", "PipelineConfig", "from_dict", "load_config"]
 
 @dataclass
 class DecodeConfig:
-    backend: str = "auto"            # auto (decord, PyAV fallback) | decord | pyav
+    backend: str = "auto"            # auto (PyAV, decord fallback) | pyav | decord
     score_fps: float = 4.0           # motion probes in a pair window at most this often
     score_size: int = 128            # short side pair windows are judged at, pixels
     max_bytes: int = 2 << 30         # remote inputs are copied locally up to this size

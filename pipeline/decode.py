@@ -1,8 +1,9 @@
 """Probe and sparse decode: metadata first, then only the frames a stage needs.
 
-decord gives fast random access; PyAV is the robust fallback and the source of metadata
-(display rotation, stream presence). Frames come back upright (display rotation applied) and
-RGB. Errors are `VideoError` subclasses whose class names become manifest statuses
+One PyAV container per video gives the metadata (display rotation, stream presence), the
+keyframe index and the frames, each read from its keyframe with the codec skipping what no
+wanted frame needs; decord is the alternative reader. Frames come back upright (display
+rotation applied) and RGB. Errors are `VideoError` subclasses whose class names become manifest statuses
 (`failed:<ClassName>: <message>`).
 """
 from __future__ import annotations
@@ -51,103 +52,177 @@ class VideoInfo:
         return coords.upright_size(self.width, self.height, self.rotation)
 
 
-def probe(path: str) -> VideoInfo:
-    """Metadata of the first video stream, decoding at most its first frame."""
-    import av
+# `auto` reads larger files with decord: indexing one with PyAV reads all its packets, decord's
+# index comes from the container's header.
+INDEX_MAX_BYTES = 256 << 20
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.getsize(path) == 0:
-        raise EmptyFile("0 bytes")
-    try:
-        with av.open(path) as container:
+
+class Video:
+    """One open video: its metadata, its keyframe index, and frames by index, upright RGB at
+    native size. `backend`: pyav | decord | auto (PyAV for files up to INDEX_MAX_BYTES, decord
+    above; either way the other reads what the first fails to). Use as a context manager,
+    or `close()`.
+
+    PyAV reads the container's packets once on opening (decoding none but the first frame,
+    which tells the display rotation): their timestamps place every frame, and their
+    keyframe flags are the index. A read decodes from the keyframe before each group of
+    wanted frames until the group's last packet is in, with the codec skipping what no wanted
+    frame refers to (`skip_frame`: a non-reference frame, about half of an x264 stream, is
+    only decoded when it is wanted). Where timestamps cannot place the frames (missing or
+    repeated), frames are decoded in order from the start.
+
+    Frames come at native size on purpose: callers shrink each frame as soon as it arrives
+    (so memory stays bounded by a few native frames, whatever the resolution).
+
+    `decoded_frames` counts the frames the codec decodes, not only those returned: what a
+    read costs.
+    """
+
+    def __init__(self, path: str, backend: str = "auto"):
+        self.path, self.backend = path, backend
+        self.decoded_frames = 0
+        self._container = None
+        self._decord = None
+        self._position = -1             # decord's read position, for the codec cost
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        size = os.path.getsize(path)
+        if size == 0:
+            raise EmptyFile("0 bytes")
+        self._reader = backend if backend != "auto" else (
+            "pyav" if size <= INDEX_MAX_BYTES else "decord")
+        try:
+            self._open_pyav(index=self._reader == "pyav")
+            if self._reader == "decord":
+                self._open_decord()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._decord = None
+
+    def _open_pyav(self, index: bool) -> None:
+        """Metadata from the first frame; with `index`, every packet's timestamp and
+        keyframe flag too."""
+        import av
+
+        if self._container is not None:
+            self._container.close()
+        try:
+            self._container = container = av.open(self.path)
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 raise NoVideoStream(f"streams: {', '.join(kinds)}")
-            stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
+            self._stream = stream = container.streams.video[0]
+            codec = stream.codec_context
+            codec.thread_count = 1      # one CPU per decoding worker
+            codec.skip_frame = "NONREF"   # the first frame shown is a keyframe
+            packets, first = [], None
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if not packet.is_discard:   # before an edit list's start: never shown
+                    packets.append((packet.pts, packet.is_keyframe))
+                if first is None:
+                    first = next(iter(codec.decode(packet)), None)
+                elif not index:
+                    break
+            if first is None and packets:   # held back for reordering
+                first = next(iter(codec.decode(None)), None)
             if first is None:
                 raise DecodeError("no decodable frame")
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             duration = float(stream.duration * stream.time_base) if stream.duration else (
                 container.duration / 1e6 if container.duration else 0.0)
-            num_frames = int(stream.frames) or int(round(duration * fps))
+            frames = len(packets) if index else int(stream.frames) or int(round(duration * fps))
             # PyAV reports the display matrix angle counter-clockwise; we store the clockwise turn.
             rotation = int(round(-float(getattr(first, "rotation", 0) or 0))) % 360
-            if rotation % 90:
-                raise DecodeError(f"unsupported display rotation {rotation} degrees")
-            return VideoInfo(width=first.width, height=first.height, rotation=rotation, fps=fps,
-                             num_frames=max(num_frames, 1), duration=duration or num_frames / fps)
-    except VideoError:
-        raise
-    except (av.error.FFmpegError, StopIteration, ValueError, OSError) as e:
-        raise DecodeError(f"{type(e).__name__}: {e}") from e
+        except VideoError:
+            raise
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            raise DecodeError(f"{type(e).__name__}: {e}") from e
+        if rotation % 90:
+            raise DecodeError(f"unsupported display rotation {rotation} degrees")
+        self.info = VideoInfo(width=first.width, height=first.height, rotation=rotation, fps=fps,
+                              num_frames=max(frames, 1), duration=duration or frames / fps)
+        self.num_frames = frames
+        self._pts = None
+        if index:
+            pts = [p for p, _ in packets]
+            if None not in pts and len(set(pts)) == len(pts):
+                order = sorted(range(len(pts)), key=pts.__getitem__)
+                self._pts = [pts[k] for k in order]
+                keys = [i for i, k in enumerate(order) if packets[k][1]]
+            else:
+                keys = [i for i, (_, key) in enumerate(packets) if key]
+            self._keyframes = keys or [0]
 
-
-class FrameReader:
-    """Frames of one video by index, upright RGB at native size; decord first, PyAV fallback.
-
-    Frames come at native size on purpose: decord's own scaling is slower than decoding at
-    full size, and callers shrink each frame as soon as it arrives (so memory stays bounded
-    by `chunk` native frames, whatever the resolution).
-
-    `decoded_frames` counts the frames the codec decodes, not only those returned: reaching a
-    frame means decoding from the keyframe before it (or from the last frame read, when that
-    is in the same group of pictures and not past it), which is what a read costs.
-    """
-
-    def __init__(self, path: str, info: VideoInfo, backend: str = "auto"):
-        self.path, self.info, self.backend = path, info, backend
-        self.decoded_frames = 0
-        self._position = -1             # decord's read position, for the codec cost
-        self._decord = None
-        self._keyframes: list[int] | None = None
-        if backend in ("auto", "decord"):
-            try:
-                import decord
-                # decord applies the display rotation itself.
-                self._decord = decord.VideoReader(path, num_threads=1)
-                self.num_frames = len(self._decord)
-            except Exception as e:  # decord raises its own DECORDError and RuntimeError
-                if backend == "decord":
-                    raise DecodeError(f"decord: {e}") from e
-                self._decord = None
-        if self._decord is None:
-            self.num_frames = info.num_frames
+    def _open_decord(self) -> None:
+        try:
+            import decord
+            # decord applies the display rotation itself.
+            self._decord = decord.VideoReader(self.path, num_threads=1)
+            self.num_frames = len(self._decord)
+            keys = sorted(int(i) for i in self._decord.get_key_indices())
+        except Exception as e:  # decord raises its own DECORDError and RuntimeError
+            raise DecodeError(f"decord: {e}") from e
+        self._keyframes = [k for k in keys if 0 <= k < self.num_frames] or [0]
 
     def keyframes(self) -> list[int]:
         """Indices of the keyframes, from the container's index: nothing is decoded. Encoders
         put one at every scene cut they detect, and at least every few seconds."""
-        if self._keyframes is None:
-            keys = None
-            if self._decord is not None:
-                try:
-                    keys = sorted(int(i) for i in self._decord.get_key_indices())
-                except Exception:  # noqa: BLE001 - no index from decord: ask the container
-                    keys = None
-            if keys is None:
-                keys = _container_keyframes(self.path)
-            self._keyframes = [k for k in keys if 0 <= k < self.num_frames] or [0]
         return self._keyframes
 
     def read(self, indices, chunk: int = 16) -> Iterator[tuple[int, np.ndarray]]:
         """(index, frame) for each distinct index, in increasing order."""
         wanted = sorted(set(int(i) for i in indices))
-        if self._decord is not None:
-            try:
-                for start in range(0, len(wanted), chunk):
-                    part = wanted[start:start + chunk]
-                    batch = self._decord.get_batch(part).asnumpy()
-                    self.decoded_frames += self._codec_cost(part)
-                    yield from zip(part, batch)
-                return
-            except Exception as e:  # noqa: BLE001 - any decord failure: PyAV for the rest
-                if self.backend == "decord":
-                    raise DecodeError(f"decord: {e}") from e
-                self._decord = None
-                wanted = wanted[start:]
-        for i, frame in self._read_pyav(wanted):
+        if wanted and not 0 <= wanted[0] <= wanted[-1] < self.num_frames:
+            raise ValueError(f"frame indices {wanted[0]}..{wanted[-1]} outside the video's "
+                             f"{self.num_frames} frames")
+        done = -1
+        try:
+            for i, frame in self._read(wanted, chunk):
+                done = i
+                yield i, frame
+        except DecodeError:
+            if self.backend != "auto":
+                raise
+            # the other reader, for the rest
+            if self._reader == "pyav":
+                self._reader = "decord"
+                self._open_decord()
+            else:
+                self._reader = "pyav"
+                self._open_pyav(index=True)
+            yield from self._read([i for i in wanted if i > done], chunk)
+
+    def _read(self, wanted: list[int], chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        if self._reader == "decord":
+            yield from self._read_decord(wanted, chunk)
+            return
+        for i, frame in (self._read_pyav(wanted) if self._pts is not None
+                         else self._read_in_order(wanted)):
             yield i, coords.rotate_frame(frame, self.info.rotation)
+
+    def _read_decord(self, wanted: list[int], chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        try:
+            for start in range(0, len(wanted), chunk):
+                part = wanted[start:start + chunk]
+                batch = self._decord.get_batch(part).asnumpy()
+                self.decoded_frames += self._codec_cost(part)
+                yield from zip(part, batch)
+        except Exception as e:  # noqa: BLE001 - decord raises its own DECORDError and others
+            raise DecodeError(f"decord: {e}") from e
 
     def _codec_cost(self, part: list[int]) -> int:
         """Frames decord decodes to return `part` (sorted), its read position moving along."""
@@ -160,14 +235,53 @@ class FrameReader:
         return cost
 
     def _read_pyav(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Each run of wanted frames sharing a keyframe: seek to it, decode until the run's
+        last packet is in, drain the codec."""
         import av
 
-        need = set(wanted)
-        found = 0
+        container, stream, keys = self._container, self._stream, self._keyframes
+        codec = stream.codec_context
+        runs: dict[int, list[int]] = {}
+        for i in wanted:
+            runs.setdefault(keys[max(0, bisect.bisect_right(keys, i) - 1)], []).append(i)
         try:
+            for key, run in runs.items():
+                need = {self._pts[i] for i in run}
+                unsent, found = set(need), {}
+                container.seek(self._pts[key], stream=stream, backward=True, any_frame=False)
+                packets = container.demux(stream)
+                while unsent:
+                    packet = next(packets, None)
+                    if packet is None or not packet.size:   # the end of the stream
+                        break
+                    wanted_here = packet.pts in unsent
+                    codec.skip_frame = "DEFAULT" if wanted_here else "NONREF"
+                    unsent.discard(packet.pts)
+                    for frame in codec.decode(packet):
+                        self.decoded_frames += 1
+                        if frame.pts in need:
+                            found[frame.pts] = frame
+                for frame in codec.decode(None):    # the frames held back for reordering
+                    self.decoded_frames += 1
+                    if frame.pts in need:
+                        found[frame.pts] = frame
+                for i in run:
+                    if self._pts[i] not in found:
+                        raise DecodeError(f"frame {i} not decodable (from keyframe {key})")
+                    yield i, found.pop(self._pts[i]).to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"pyav: {e}") from e
+
+    def _read_in_order(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames numbered as the decoder puts them out, from the start."""
+        import av
+
+        need, found = set(wanted), 0
+        try:
+            # from the start in a container of its own: streams like these may not seek
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = 1
                 for i, frame in enumerate(container.decode(stream)):
                     self.decoded_frames += 1
                     if i in need:
@@ -180,17 +294,3 @@ class FrameReader:
         # The stream is shorter than its header claims, or broken midway.
         missing = sorted(need)[found:]
         raise DecodeError(f"frames {missing[:5]} not decodable (decoded {found} of {len(need)})")
-
-
-def _container_keyframes(path: str) -> list[int]:
-    """Display-order indices of the keyframe packets (packets sorted by timestamp)."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            packets = sorted((p.pts, p.is_keyframe) for p in container.demux(stream)
-                             if p.size and p.pts is not None)
-    except av.error.FFmpegError as e:
-        raise DecodeError(f"pyav: {e}") from e
-    return [i for i, (_, key) in enumerate(packets) if key]

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline import filters, sampling
-from pipeline.decode import FrameReader, VideoTooLarge, probe
+from pipeline.decode import Video, VideoTooLarge
 from pipeline.points import change_covered, select_drag
 from schemas import coords
 from schemas.manifest import SCHEMA_VERSION
@@ -75,8 +75,13 @@ def failed_row(video_id: str, uri: str, seed: int, error: BaseException) -> dict
 def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> PreparedVideo:
     """Everything before tracking for one local file. Raises VideoError (and other
     exceptions) for inputs that fail; returns a filtered row for inputs that are filtered."""
+    with Video(path, backend=cfg.decode.backend) as reader:
+        return _prepare(reader, uri, video_id, cfg, seed)
+
+
+def _prepare(reader: Video, uri: str, video_id: str, cfg, seed: int) -> PreparedVideo:
     fc, dc = cfg.filter, cfg.decode
-    info = probe(path)
+    info = reader.info
     w, h = info.upright_size
     row = video_row(video_id, uri, seed, duration=info.duration, fps=info.fps,
                     num_frames=info.num_frames, video_width=w, video_height=h,
@@ -86,7 +91,6 @@ def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> Prepare
     if min(w, h) < fc.min_size:
         return PreparedVideo({**row, "status": "filtered:too-small"})
 
-    reader = FrameReader(path, info, backend=dc.backend)
     n = reader.num_frames
     row["num_frames"] = n
     if n < max(2, fc.min_frames) or n / info.fps < fc.min_duration_s:
