@@ -119,7 +119,8 @@ class Video:
         if self._container is not None:
             self._container.close()
         try:
-            self._container = container = av.open(self.path)
+            # FFmpeg's stream analysis would decode the first frame; ours does.
+            self._container = container = av.open(self.path, options={"skip_frame": "all"})
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 raise NoVideoStream(f"streams: {', '.join(kinds)}")
@@ -268,7 +269,7 @@ class Video:
                 for i in run:
                     if self._pts[i] not in found:
                         raise DecodeError(f"frame {i} not decodable (from keyframe {key})")
-                    yield i, found.pop(self._pts[i]).to_ndarray(format="rgb24")
+                    yield i, found.pop(self._pts[i]).to_ndarray(format="rgb24", threads=1)
         except av.error.FFmpegError as e:
             raise DecodeError(f"pyav: {e}") from e
 
@@ -286,7 +287,7 @@ class Video:
                     self.decoded_frames += 1
                     if i in need:
                         found += 1
-                        yield i, frame.to_ndarray(format="rgb24")
+                        yield i, frame.to_ndarray(format="rgb24", threads=1)
                         if found == len(need):
                             return
         except av.error.FFmpegError as e:
