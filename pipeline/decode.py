@@ -38,6 +38,11 @@ class VideoTooLarge(VideoError):
     pass
 
 
+class HeaderMismatch(VideoError):
+    """The first decoded frame contradicts the size or rotation read from the header: open
+    the video again with `header=False`."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     width: int          # decoded (stream) size
@@ -63,9 +68,10 @@ class Video:
     above; either way the other reads what the first fails to). Use as a context manager,
     or `close()`.
 
-    PyAV reads the container's packets once on opening (decoding none but the first frame,
-    which tells the display rotation): their timestamps place every frame, and their
-    keyframe flags are the index. A read decodes from the keyframe before each group of
+    PyAV reads the container's packets once on opening: their timestamps place every frame,
+    and their keyframe flags are the index. Size and display rotation come from the header
+    where it holds them (`pipeline.mp4`, with `header`), else from decoding the first frame;
+    the first frame a read decodes is checked against the header (`HeaderMismatch`). A read decodes from the keyframe before each group of
     wanted frames until the group's last packet is in, with the codec skipping what no wanted
     frame refers to (`skip_frame`: a non-reference frame, about half of an x264 stream, is
     only decoded when it is wanted). Where timestamps cannot place the frames (missing or
@@ -78,7 +84,7 @@ class Video:
     read costs.
     """
 
-    def __init__(self, path: str, backend: str = "auto"):
+    def __init__(self, path: str, backend: str = "auto", header: bool = True):
         self.path, self.backend = path, backend
         self.decoded_frames = 0
         self._container = None
@@ -92,7 +98,7 @@ class Video:
         self._reader = backend if backend != "auto" else (
             "pyav" if size <= INDEX_MAX_BYTES else "decord")
         try:
-            self._open_pyav(index=self._reader == "pyav")
+            self._open_pyav(index=self._reader == "pyav", header=header)
             if self._reader == "decord":
                 self._open_decord()
         except BaseException:
@@ -111,10 +117,12 @@ class Video:
             self._container = None
         self._decord = None
 
-    def _open_pyav(self, index: bool) -> None:
-        """Metadata from the first frame; with `index`, every packet's timestamp and
-        keyframe flag too."""
+    def _open_pyav(self, index: bool, header: bool = False) -> None:
+        """Metadata (from the header, with `header`, where it tells the rotation; else from
+        the first frame); with `index`, every packet's timestamp and keyframe flag too."""
         import av
+
+        from pipeline import mp4
 
         if self._container is not None:
             self._container.close()
@@ -128,33 +136,37 @@ class Video:
             codec = stream.codec_context
             codec.thread_count = 1      # one CPU per decoding worker
             codec.skip_frame = "NONREF"   # the first frame shown is a keyframe
+            rotation = mp4.rotation(self.path) if header and index and codec.width > 0 \
+                and "mov" in container.format.name.split(",") else None
+            self._check_header = rotation is not None
+            size = (codec.width, codec.height)
             packets, first = [], None
             for packet in container.demux(stream):
                 if not packet.size:
                     continue
                 if not packet.is_discard:   # before an edit list's start: never shown
                     packets.append((packet.pts, packet.is_keyframe))
-                if first is None:
+                if rotation is None and first is None:
                     first = next(iter(codec.decode(packet)), None)
                 elif not index:
                     break
-            if first is None and packets:   # held back for reordering
-                first = next(iter(codec.decode(None)), None)
-            if first is None:
-                raise DecodeError("no decodable frame")
+            if rotation is None:
+                if first is None and packets:   # held back for reordering
+                    first = next(iter(codec.decode(None)), None)
+                if first is None:
+                    raise DecodeError("no decodable frame")
+                rotation, size = _clockwise(first), (first.width, first.height)
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             duration = float(stream.duration * stream.time_base) if stream.duration else (
                 container.duration / 1e6 if container.duration else 0.0)
             frames = len(packets) if index else int(stream.frames) or int(round(duration * fps))
-            # PyAV reports the display matrix angle counter-clockwise; we store the clockwise turn.
-            rotation = int(round(-float(getattr(first, "rotation", 0) or 0))) % 360
         except VideoError:
             raise
         except (av.error.FFmpegError, ValueError, OSError) as e:
             raise DecodeError(f"{type(e).__name__}: {e}") from e
         if rotation % 90:
             raise DecodeError(f"unsupported display rotation {rotation} degrees")
-        self.info = VideoInfo(width=first.width, height=first.height, rotation=rotation, fps=fps,
+        self.info = VideoInfo(width=size[0], height=size[1], rotation=rotation, fps=fps,
                               num_frames=max(frames, 1), duration=duration or frames / fps)
         self.num_frames = frames
         self._pts = None
@@ -251,27 +263,37 @@ class Video:
                 unsent, found = set(need), {}
                 container.seek(self._pts[key], stream=stream, backward=True, any_frame=False)
                 packets = container.demux(stream)
-                while unsent:
-                    packet = next(packets, None)
-                    if packet is None or not packet.size:   # the end of the stream
-                        break
-                    wanted_here = packet.pts in unsent
-                    codec.skip_frame = "DEFAULT" if wanted_here else "NONREF"
-                    unsent.discard(packet.pts)
+                while True:
+                    packet = next(packets, None) if unsent else None
+                    if packet is not None and not packet.size:  # the end of the stream
+                        packet = None
+                    if packet is not None:
+                        codec.skip_frame = "DEFAULT" if packet.pts in unsent else "NONREF"
+                        unsent.discard(packet.pts)
+                    # None: the frames held back for reordering
                     for frame in codec.decode(packet):
+                        self._checked(frame)
                         self.decoded_frames += 1
                         if frame.pts in need:
                             found[frame.pts] = frame
-                for frame in codec.decode(None):    # the frames held back for reordering
-                    self.decoded_frames += 1
-                    if frame.pts in need:
-                        found[frame.pts] = frame
+                    if packet is None:
+                        break
                 for i in run:
                     if self._pts[i] not in found:
                         raise DecodeError(f"frame {i} not decodable (from keyframe {key})")
                     yield i, found.pop(self._pts[i]).to_ndarray(format="rgb24", threads=1)
         except av.error.FFmpegError as e:
             raise DecodeError(f"pyav: {e}") from e
+
+    def _checked(self, frame) -> None:
+        """The first decoded frame against the header's size and rotation."""
+        if self._check_header:
+            seen = (frame.width, frame.height, _clockwise(frame))
+            if seen != (self.info.width, self.info.height, self.info.rotation):
+                raise HeaderMismatch(
+                    f"header: {self.info.width}x{self.info.height} turned "
+                    f"{self.info.rotation}; first frame: {seen[0]}x{seen[1]} turned {seen[2]}")
+            self._check_header = False
 
     def _read_in_order(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Frames numbered as the decoder puts them out, from the start."""
@@ -284,6 +306,7 @@ class Video:
                 stream = container.streams.video[0]
                 stream.codec_context.thread_count = 1
                 for i, frame in enumerate(container.decode(stream)):
+                    self._checked(frame)
                     self.decoded_frames += 1
                     if i in need:
                         found += 1
@@ -295,3 +318,9 @@ class Video:
         # The stream is shorter than its header claims, or broken midway.
         missing = sorted(need)[found:]
         raise DecodeError(f"frames {missing[:5]} not decodable (decoded {found} of {len(need)})")
+
+
+def _clockwise(frame) -> int:
+    """The frame's display turn, clockwise degrees (PyAV reports the display matrix's angle
+    counter-clockwise)."""
+    return int(round(-float(getattr(frame, "rotation", 0) or 0))) % 360

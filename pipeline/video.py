@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline import filters, sampling
-from pipeline.decode import Video, VideoTooLarge
+from pipeline.decode import HeaderMismatch, Video, VideoTooLarge
 from pipeline.points import change_covered, select_drag
 from schemas import coords
 from schemas.manifest import SCHEMA_VERSION
@@ -75,8 +75,13 @@ def failed_row(video_id: str, uri: str, seed: int, error: BaseException) -> dict
 def prepare_video(path: str, uri: str, video_id: str, cfg, seed: int) -> PreparedVideo:
     """Everything before tracking for one local file. Raises VideoError (and other
     exceptions) for inputs that fail; returns a filtered row for inputs that are filtered."""
-    with Video(path, backend=cfg.decode.backend) as reader:
-        return _prepare(reader, uri, video_id, cfg, seed)
+    try:
+        with Video(path, backend=cfg.decode.backend) as reader:
+            return _prepare(reader, uri, video_id, cfg, seed)
+    except HeaderMismatch:
+        # the header misled the plan (size or rotation): plan again from a decoded frame
+        with Video(path, backend=cfg.decode.backend, header=False) as reader:
+            return _prepare(reader, uri, video_id, cfg, seed)
 
 
 def _prepare(reader: Video, uri: str, video_id: str, cfg, seed: int) -> PreparedVideo:

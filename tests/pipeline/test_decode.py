@@ -1,14 +1,20 @@
-"""pipeline.decode.Video: frames by index from one PyAV container, against decord's."""
+"""pipeline.decode.Video: frames by index from one PyAV container, against decord's;
+pipeline.mp4: the display rotation from the header."""
 from __future__ import annotations
+
+import math
+import struct
 
 import av
 import decord
 import numpy as np
 import pytest
 
-from pipeline import decode
-from pipeline.decode import DecodeError, Video
+from pipeline import decode, mp4
+from pipeline.config import PipelineConfig
+from pipeline.decode import DecodeError, HeaderMismatch, Video
 from pipeline.synthetic import ClipSpec, make_clip
+from pipeline.video import prepare_video
 
 GOP = 12
 
@@ -129,3 +135,96 @@ def test_indices_outside_the_video_are_refused(clip):
         for bad in ([0, 60], [-1, 3]):
             with pytest.raises(ValueError, match="outside the video's 60 frames"):
                 next(video.read(bad))
+
+
+# --- size and rotation from the header ------------------------------------------------------
+
+
+def box(kind: bytes, payload: bytes, large: bool = False) -> bytes:
+    if large:
+        return struct.pack(">I4sQ", 1, kind, 16 + len(payload)) + payload
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def turn_matrix(clockwise: int) -> bytes:
+    """A display matrix in the header's fixed point (16.16, 2.30 for the last column) that
+    turns the picture `clockwise` degrees, as FFmpeg writes it."""
+    c, s = round(math.cos(math.radians(clockwise))), round(math.sin(math.radians(clockwise)))
+    return struct.pack(">9i", c << 16, s << 16, 0, -s << 16, c << 16, 0, 0, 0, 1 << 30)
+
+
+def movie(tracks: list[tuple[bytes, int]], movie_turn: int = 0, version: int = 0) -> bytes:
+    """ftyp, a 64-bit-size mdat, then moov: mvhd and one trak per (handler, turn)."""
+    times = 8 if version else 4
+    mvhd = bytes([version, 0, 0, 0]) + bytes(3 * times + 4 + 4 + 2 + 2 + 8) \
+        + turn_matrix(movie_turn) + bytes(24 + 4)
+    traks = b""
+    for handler, turn in tracks:
+        tkhd = bytes([version, 0, 0, 1]) + bytes(2 * times + 4 + 4 + times + 8 + 8) \
+            + turn_matrix(turn) + struct.pack(">II", 160 << 16, 120 << 16)
+        hdlr = bytes(4) + bytes(4) + handler + bytes(12) + b"\0"
+        traks += box(b"trak", box(b"tkhd", tkhd) + box(b"mdia", box(b"hdlr", hdlr)))
+    return box(b"ftyp", b"isom" + bytes(4)) + box(b"mdat", bytes(100), large=True) \
+        + box(b"moov", box(b"mvhd", mvhd) + traks)
+
+
+@pytest.mark.parametrize("tracks, movie_turn, version, expected", [
+    ([(b"vide", 90)], 0, 0, 90),
+    ([(b"soun", 0), (b"vide", 270)], 0, 0, 270),   # the first video track's
+    ([(b"vide", 180), (b"vide", 90)], 0, 1, 180),
+    ([(b"vide", 90)], 90, 0, 180),                  # the movie's matrix composes
+    ([(b"vide", 0)], 0, 0, 0),
+    ([(b"soun", 90)], 0, 0, None),                  # no video track
+])
+def test_rotation_from_hand_made_headers(tmp_path, tracks, movie_turn, version, expected):
+    path = tmp_path / "movie.mp4"
+    path.write_bytes(movie(tracks, movie_turn, version))
+    assert mp4.rotation(str(path)) == expected
+
+
+def test_broken_headers_tell_no_rotation(tmp_path):
+    whole = movie([(b"vide", 90)])
+    cases = {
+        "no_moov": whole[:whole.index(b"moov") - 4],
+        "cut_inside_moov": whole[:-20],
+        "box_past_the_end": whole[:8] + struct.pack(">I4s", 10 ** 6, b"mdat"),
+        "text": b"This is not a video.\n" * 20,
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert mp4.rotation(str(path)) is None, name
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_header_metadata_is_what_a_decoded_frame_says(tmp_path, rotation):
+    path = str(tmp_path / f"r{rotation}.mp4")
+    make_clip(ClipSpec(name="r", kind="translate", width=96, height=64, num_frames=12,
+                       rotation=rotation), path)
+    assert mp4.rotation(path) == rotation
+    with Video(path) as from_header, Video(path, header=False) as from_frame:
+        assert from_header.info == from_frame.info
+        # the clip is encoded turned back, so that it shows 96x64
+        assert from_header.info.upright_size == (96, 64)
+        assert (from_header.info.width, from_header.info.height) == \
+            ((96, 64) if rotation % 180 == 0 else (64, 96))
+        assert [f.tobytes() for _, f in from_header.read([0, 11])] == \
+            [f.tobytes() for _, f in from_frame.read([0, 11])]
+
+
+def test_a_header_the_frames_contradict_is_planned_again(clip, monkeypatch):
+    """A header whose rotation FFmpeg does not apply: reading stops at the first decoded
+    frame, and prepare_video plans the video again from a decoded frame."""
+    cfg = PipelineConfig()
+    expected = prepare_video(clip, clip, "v", cfg, seed=5)
+    monkeypatch.setattr(mp4, "rotation", lambda path: 90)
+    with Video(clip) as video:
+        assert video.info.rotation == 90
+        with pytest.raises(HeaderMismatch, match="header: 160x120 turned 90; first frame: "
+                                                 "160x120 turned 0"):
+            next(video.read([3]))
+    got = prepare_video(clip, clip, "v", cfg, seed=5)
+    assert got.row == expected.row and got.row["rotation"] == 0
+    assert len(got.pairs) == len(expected.pairs) > 0
+    for a, b in zip(got.pairs, expected.pairs):
+        np.testing.assert_array_equal(a.frames, b.frames)
