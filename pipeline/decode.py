@@ -1,10 +1,10 @@
-"""Probe and sparse decode: metadata first, then only the frames a stage needs.
+"""Sparse decode: metadata and keyframe index first, then only the frames a stage needs.
 
-One PyAV container per video gives the metadata (display rotation, stream presence), the
-keyframe index and the frames, each read from its keyframe with the codec skipping what no
-wanted frame needs; decord is the alternative reader. Frames come back upright (display
-rotation applied) and RGB. Errors are `VideoError` subclasses whose class names become manifest statuses
-(`failed:<ClassName>: <message>`).
+One PyAV container per video gives the metadata (size, display rotation, stream presence),
+the keyframe index and the frames, each read from its keyframe with the codec skipping what
+no wanted frame needs; decord is the alternative reader. Frames come back upright (display
+rotation applied) and RGB. Errors are `VideoError` subclasses whose class names become
+manifest statuses (`failed:<ClassName>: <message>`).
 """
 from __future__ import annotations
 
@@ -71,11 +71,12 @@ class Video:
     PyAV reads the container's packets once on opening: their timestamps place every frame,
     and their keyframe flags are the index. Size and display rotation come from the header
     where it holds them (`pipeline.mp4`, with `header`), else from decoding the first frame;
-    the first frame a read decodes is checked against the header (`HeaderMismatch`). A read decodes from the keyframe before each group of
-    wanted frames until the group's last packet is in, with the codec skipping what no wanted
-    frame refers to (`skip_frame`: a non-reference frame, about half of an x264 stream, is
-    only decoded when it is wanted). Where timestamps cannot place the frames (missing or
-    repeated), frames are decoded in order from the start.
+    the first frame a read decodes is checked against the header (`HeaderMismatch`). A read
+    decodes from the keyframe before each run of wanted frames until the run's last packet
+    is in, handing each wanted frame over as soon as it is decoded; the codec skips what no
+    wanted frame refers to (`skip_frame`: a non-reference frame, about half of an x264
+    stream, is only decoded when it is wanted). Where timestamps cannot place the frames
+    (missing or repeated), frames are decoded in order from the start.
 
     Frames come at native size on purpose: callers shrink each frame as soon as it arrives
     (so memory stays bounded by a few native frames, whatever the resolution).
@@ -249,7 +250,7 @@ class Video:
 
     def _read_pyav(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Each run of wanted frames sharing a keyframe: seek to it, decode until the run's
-        last packet is in, drain the codec."""
+        last packet is in, drain the codec; frames in order, as soon as they are in."""
         import av
 
         container, stream, keys = self._container, self._stream, self._keyframes
@@ -260,7 +261,8 @@ class Video:
         try:
             for key, run in runs.items():
                 need = {self._pts[i] for i in run}
-                unsent, found = set(need), {}
+                unsent, found, ahead = set(need), {}, iter(run)
+                expect = next(ahead)
                 container.seek(self._pts[key], stream=stream, backward=True, any_frame=False)
                 packets = container.demux(stream)
                 while True:
@@ -276,12 +278,16 @@ class Video:
                         self.decoded_frames += 1
                         if frame.pts in need:
                             found[frame.pts] = frame
+                        # in order, as soon as they are in: a reader that stops early
+                        # decodes no further
+                        while expect is not None and self._pts[expect] in found:
+                            yield expect, found.pop(self._pts[expect]).to_ndarray(
+                                format="rgb24", threads=1)
+                            expect = next(ahead, None)
                     if packet is None:
                         break
-                for i in run:
-                    if self._pts[i] not in found:
-                        raise DecodeError(f"frame {i} not decodable (from keyframe {key})")
-                    yield i, found.pop(self._pts[i]).to_ndarray(format="rgb24", threads=1)
+                if expect is not None:
+                    raise DecodeError(f"frame {expect} not decodable (from keyframe {key})")
         except av.error.FFmpegError as e:
             raise DecodeError(f"pyav: {e}") from e
 

@@ -83,6 +83,18 @@ def test_codec_skips_frames_no_wanted_frame_needs(clip):
     assert expected < video.decoded_frames
 
 
+def test_a_reader_that_stops_early_decodes_no_further(clip):
+    """Frames of one run come out as soon as they are decoded: taking the first of frames 1
+    and 10 (one keyframe's run) does not decode up to frame 10."""
+    with Video(clip, backend="pyav") as video:
+        assert [i for i, _ in video.read([1, 10])] == [1, 10]
+        both = video.decoded_frames
+    with Video(clip, backend="pyav") as video:
+        assert next(video.read([1, 10]))[0] == 1
+        first = video.decoded_frames
+    assert first <= 5 < both
+
+
 def test_frames_without_timestamps_are_read_in_order(tmp_path):
     """A raw H.264 stream has no timestamps: frames are numbered as they come out."""
     path = str(tmp_path / "raw.h264")
