@@ -1,6 +1,6 @@
 """What one video goes through between planning and writing; free of Ray, tests call it directly.
 
-prepare_video (CPU, in an isolated decoder process): probe -> keyframes -> shots -> candidate
+prepare_video (CPU, in an isolated decoder process): open -> keyframes -> shots -> candidate
 pairs -> each candidate's window decoded, judged, aligned to its first frame when the camera
 moves, and cropped.
 finish_video (after tracking): handle/target selection and mask -> `DragSample`s; a pair
