@@ -9,6 +9,7 @@ manifest statuses (`failed:<ClassName>: <message>`).
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -36,6 +37,10 @@ class NoVideoStream(VideoError):
 
 class VideoTooLarge(VideoError):
     pass
+
+
+class _SeekMissed(Exception):
+    """A seek did not land on the keyframe asked for (or one before it)."""
 
 
 class HeaderMismatch(VideoError):
@@ -76,7 +81,8 @@ class Video:
     is in, handing each wanted frame over as soon as it is decoded; the codec skips what no
     wanted frame refers to (`skip_frame`: a non-reference frame, about half of an x264
     stream, is only decoded when it is wanted). Where timestamps cannot place the frames
-    (missing or repeated), frames are decoded in order from the start.
+    (missing or repeated), or a seek does not land on its keyframe (seeking in MPEG-TS and
+    AVI is approximate), frames are decoded in order from the start.
 
     Frames come at native size on purpose: callers shrink each frame as soon as it arrives
     (so memory stays bounded by a few native frames, whatever the resolution).
@@ -224,8 +230,18 @@ class Video:
         if self._reader == "decord":
             yield from self._read_decord(wanted, chunk)
             return
-        for i, frame in (self._read_pyav(wanted) if self._pts is not None
-                         else self._read_in_order(wanted)):
+        if self._pts is not None:
+            done = -1
+            try:
+                for i, frame in self._read_pyav(wanted):
+                    done = i
+                    yield i, coords.rotate_frame(frame, self.info.rotation)
+                return
+            except _SeekMissed:
+                # seeking is approximate in some containers (MPEG-TS): in order from here
+                self._pts = None
+                wanted = [i for i in wanted if i > done]
+        for i, frame in self._read_in_order(wanted):
             yield i, coords.rotate_frame(frame, self.info.rotation)
 
     def _read_decord(self, wanted: list[int], chunk: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -265,6 +281,11 @@ class Video:
                 expect = next(ahead)
                 container.seek(self._pts[key], stream=stream, backward=True, any_frame=False)
                 packets = container.demux(stream)
+                landed = next(packets, None)
+                if landed is None or not landed.size or not landed.is_keyframe \
+                        or landed.pts is None or landed.pts > self._pts[key]:
+                    raise _SeekMissed
+                packets = itertools.chain([landed], packets)
                 while True:
                     packet = next(packets, None) if unsent else None
                     if packet is not None and not packet.size:  # the end of the stream

@@ -116,6 +116,39 @@ def test_frames_without_timestamps_are_read_in_order(tmp_path):
     assert [round(float(got[i].mean()) / 8) for i in got] == [3, 17, 29]
 
 
+@pytest.mark.parametrize("name, container, codec, options", [
+    ("clip.ts", "mpegts", "libx264", {"g": "10"}),       # seeks land past the keyframe
+    ("clip.mkv", "matroska", "libx264", {"g": "10"}),
+    ("clip.webm", "webm", "libvpx-vp9", {"g": "10"}),
+    ("clip.mp4", "mp4", "libx265", {"x265-params": "keyint=10:log-level=none"}),
+    ("clip.avi", "avi", "mpeg4", {"g": "10", "bf": "2"}),  # no timestamps to place frames
+])
+def test_other_containers_give_what_a_decode_from_the_start_gives(tmp_path, name, container,
+                                                                  codec, options):
+    path = str(tmp_path / name)
+    with av.open(path, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.options = options
+        for i in range(40):
+            image = np.full((64, 96, 3), 6 * i, np.uint8)
+            image[10:30, 2 * i:2 * i + 20] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(path) as c:
+        every = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    wanted = [3, 11, 12, 25, 39]
+    with Video(path, backend="pyav") as video:
+        assert video.num_frames == len(every) == 40
+        got = dict(video.read(wanted))
+    assert list(got) == wanted
+    for i in wanted:
+        np.testing.assert_array_equal(got[i], every[i])
+
+
 @pytest.mark.parametrize("size_limit, failing", [(1 << 30, "_read_pyav"), (1, "_read_decord")])
 def test_auto_reads_with_the_other_reader_what_one_fails_to_read(clip, monkeypatch, size_limit,
                                                                  failing):
