@@ -39,10 +39,6 @@ class VideoTooLarge(VideoError):
     pass
 
 
-class _SeekMissed(Exception):
-    """A seek did not land on the keyframe asked for (or one before it)."""
-
-
 class HeaderMismatch(VideoError):
     """The first decoded frame contradicts the size or rotation read from the header: open
     the video again with `header=False`."""
@@ -203,6 +199,11 @@ class Video:
         put one at every scene cut they detect, and at least every few seconds."""
         return self._keyframes
 
+    def _keyframe_before(self, i: int) -> int:
+        """The keyframe a decode reaching frame i starts from."""
+        keys = self._keyframes
+        return keys[max(0, bisect.bisect_right(keys, i) - 1)]
+
     def read(self, indices, chunk: int = 16) -> Iterator[tuple[int, np.ndarray]]:
         """(index, frame) for each distinct index, in increasing order."""
         wanted = sorted(set(int(i) for i in indices))
@@ -230,18 +231,8 @@ class Video:
         if self._reader == "decord":
             yield from self._read_decord(wanted, chunk)
             return
-        if self._pts is not None:
-            done = -1
-            try:
-                for i, frame in self._read_pyav(wanted):
-                    done = i
-                    yield i, coords.rotate_frame(frame, self.info.rotation)
-                return
-            except _SeekMissed:
-                # seeking is approximate in some containers (MPEG-TS): in order from here
-                self._pts = None
-                wanted = [i for i in wanted if i > done]
-        for i, frame in self._read_in_order(wanted):
+        for i, frame in (self._read_pyav(wanted) if self._pts is not None
+                         else self._read_in_order(wanted)):
             yield i, coords.rotate_frame(frame, self.info.rotation)
 
     def _read_decord(self, wanted: list[int], chunk: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -256,9 +247,9 @@ class Video:
 
     def _codec_cost(self, part: list[int]) -> int:
         """Frames decord decodes to return `part` (sorted), its read position moving along."""
-        keys, cost, position = self.keyframes(), 0, self._position
+        cost, position = 0, self._position
         for i in part:
-            key = keys[max(0, bisect.bisect_right(keys, i) - 1)]
+            key = self._keyframe_before(i)
             cost += i - position if key <= position < i else i - key + 1
             position = i
         self._position = position
@@ -266,14 +257,16 @@ class Video:
 
     def _read_pyav(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Each run of wanted frames sharing a keyframe: seek to it, decode until the run's
-        last packet is in, drain the codec; frames in order, as soon as they are in."""
+        last packet is in, drain the codec; frames in order, as soon as they are in. A seek
+        that does not land on its keyframe (seeking in MPEG-TS and AVI is approximate) turns
+        the video to decoding in order, from this run on."""
         import av
 
-        container, stream, keys = self._container, self._stream, self._keyframes
+        container, stream = self._container, self._stream
         codec = stream.codec_context
         runs: dict[int, list[int]] = {}
         for i in wanted:
-            runs.setdefault(keys[max(0, bisect.bisect_right(keys, i) - 1)], []).append(i)
+            runs.setdefault(self._keyframe_before(i), []).append(i)
         try:
             for key, run in runs.items():
                 need = {self._pts[i] for i in run}
@@ -284,7 +277,9 @@ class Video:
                 landed = next(packets, None)
                 if landed is None or not landed.size or not landed.is_keyframe \
                         or landed.pts is None or landed.pts > self._pts[key]:
-                    raise _SeekMissed
+                    self._pts = None
+                    yield from self._read_in_order([i for i in wanted if i >= run[0]])
+                    return
                 packets = itertools.chain([landed], packets)
                 while True:
                     packet = next(packets, None) if unsent else None
